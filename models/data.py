@@ -1,0 +1,260 @@
+"""Annotated-face loading, pre-cropping into a compact cache, and batched augmentation.
+
+Two annotation styles are read: 300-W/iBUG `.pts` folders (1-based, converted once here) and
+WFLW-style text lines (`x0 y0 ... [box] [attributes] image_name`, 0-based). Faces are pre-cropped
+once (a square around the landmarks, generous enough for augmentation) into a cache of JPEGs +
+landmarks, which also is what travels to a GPU machine. Augmentation runs on the training device,
+in batch: one affine matrix per sample moves both the image (grid_sample) and its landmarks, so
+the targets stay sub-pixel exact.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from models import crop
+from models.schemes import scheme_for
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# 300-W subset folders (../shared/data/300w): the standard splits
+SPLITS_300W = {"train": ("afw", "helen_trainset", "lfpw_trainset"), "test": ("helen_testset", "lfpw_testset")}
+
+
+@dataclass
+class Face:
+    image_path: Path
+    landmarks_px: np.ndarray                 # (K,2) float32, 0-based pixel centres
+    attributes: dict[str, int] = field(default_factory=dict)
+    subset: str = ""
+
+
+class DataError(ValueError):
+    """Bad or missing annotation data; the message says what and where."""
+
+
+def read_pts(path: Path) -> np.ndarray:
+    lines = path.read_text().split("{", 1)[-1].split("}", 1)[0].split()
+    pts = np.asarray(lines, np.float32).reshape(-1, 2)
+    return pts - 1.0  # 300-W is 1-based
+
+
+def load_pts_folder(folder: Path, subset: str = "") -> list[Face]:
+    faces = []
+    for pts in sorted(folder.glob("*.pts")):
+        img = next((pts.with_suffix(e) for e in IMAGE_EXTS if pts.with_suffix(e).exists()), None)
+        if img is not None:
+            faces.append(Face(img, read_pts(pts), subset=subset or folder.name))
+    return faces
+
+
+WFLW_ATTRIBUTES = ("pose", "expression", "illumination", "makeup", "occlusion", "blur")
+
+
+def load_wflw_lines(path: Path, images_root: Path | None = None) -> list[Face]:
+    """WFLW `list_98pt_rect_attr` style: 196 coords, 4 box, 6 attribute flags, image name."""
+    root = images_root or path.parent / "images"
+    faces = []
+    for line in path.read_text().splitlines():
+        cols = line.split()
+        if not cols:
+            continue
+        pts = np.asarray(cols[:196], np.float32).reshape(98, 2)
+        attrs = dict(zip(WFLW_ATTRIBUTES, map(int, cols[200:206]))) if len(cols) >= 207 else {}
+        faces.append(Face(root / cols[-1], pts, attrs, subset="wflw"))
+    return faces
+
+
+def load_faces(data: str | Path, split: str = "test") -> list[Face]:
+    """Faces of a data folder: a 300-W root (split = train|test), a `.pts` folder, or a WFLW list."""
+    data = Path(data)
+    if not data.exists():
+        raise DataError(f"data path {data} does not exist; pass --data pointing at an annotated set")
+    if data.is_file():
+        return load_wflw_lines(data)
+    if (data / "test_98pt_attr.txt").exists():
+        if split == "train":
+            raise DataError(f"{data} holds WFLW test faces only; never train on them")
+        return load_wflw_lines(data / "test_98pt_attr.txt")
+    if all((data / s).is_dir() for s in SPLITS_300W[split]):
+        return [f for s in SPLITS_300W[split] for f in load_pts_folder(data / s)]
+    faces = load_pts_folder(data)
+    if not faces:
+        raise DataError(f"no annotated faces found in {data} (expected .pts + image pairs, a 300-W root "
+                        "or a WFLW folder with test_98pt_attr.txt)")
+    return faces
+
+
+# --------------------------------------------------------------------------------------------
+# Pre-crop cache
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class CacheSpec:
+    side_px: int = 256       # stored crop size
+    box_scale: float = 1.8   # stored square = box_scale x landmark-box side (room for augmentation)
+
+
+def precrop(face: Face, spec: CacheSpec) -> tuple[np.ndarray, np.ndarray]:
+    image = cv2.imread(str(face.image_path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise DataError(f"cannot read image {face.image_path}")
+    center, side = crop.square_box(face.landmarks_px, spec.box_scale)
+    m = crop.similarity(center, side, spec.side_px)
+    # INTER_AREA when shrinking avoids aliasing in the stored crop
+    interp = cv2.INTER_AREA if side > spec.side_px else cv2.INTER_LINEAR
+    img = cv2.warpAffine(image, m, (spec.side_px,) * 2, flags=interp, borderValue=0)
+    return img, crop.transform_points(m, face.landmarks_px.astype(np.float64)).astype(np.float32)
+
+
+def build_cache(faces: list[Face], out_dir: Path, spec: CacheSpec, quality: int = 93) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lms = []
+    for i, face in enumerate(faces):
+        img, pts = precrop(face, spec)
+        cv2.imwrite(str(out_dir / f"{i:05d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        lms.append(pts)
+    np.save(out_dir / "landmarks.npy", np.stack(lms))
+    meta = {"side_px": spec.side_px, "box_scale": spec.box_scale, "count": len(faces),
+            "subsets": [f.subset for f in faces], "names": [f.image_path.name for f in faces]}
+    (out_dir / "meta.json").write_text(json.dumps(meta))
+
+
+@dataclass
+class FaceCache:
+    images: torch.Tensor      # (N,3,S,S) uint8, BGR
+    landmarks: torch.Tensor   # (N,K,2) float32 in cache px
+    subsets: list[str]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def load_cache(folder: Path) -> FaceCache:
+    meta = json.loads((folder / "meta.json").read_text())
+    imgs = [cv2.imread(str(folder / f"{i:05d}.jpg")) for i in range(meta["count"])]
+    images = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
+    return FaceCache(images, torch.from_numpy(np.load(folder / "landmarks.npy")), meta["subsets"])
+
+
+def cache_in_memory(faces: list[Face], spec: CacheSpec) -> FaceCache:
+    crops = [precrop(f, spec) for f in faces]
+    images = torch.from_numpy(np.stack([c[0] for c in crops])).permute(0, 3, 1, 2).contiguous()
+    return FaceCache(images, torch.from_numpy(np.stack([c[1] for c in crops])), [f.subset for f in faces])
+
+
+# --------------------------------------------------------------------------------------------
+# Batched augmentation (any device)
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class AugmentConfig:
+    crop_scale: float = 1.3        # input crop = crop_scale x landmark-box side
+    scale: float = 0.1             # U(1-s, 1+s)
+    rotate_deg: float = 30.0
+    rotate_p: float = 0.5
+    shift: float = 0.05            # fraction of the input side
+    flip_p: float = 0.5
+    brightness: float = 0.25
+    contrast: float = 0.25
+    saturation: float = 0.3
+    blur_p: float = 0.0
+    occlusion_p: float = 0.0
+
+
+def nominal_matrices(landmarks: torch.Tensor, input_px: int, crop_scale: float) -> torch.Tensor:
+    """(B,K,2) -> (B,2,3) similarity: a square crop_scale x the landmark box -> input px."""
+    lo, hi = landmarks.amin(1), landmarks.amax(1)
+    center = (lo + hi) / 2
+    side = (hi - lo).amax(-1) * crop_scale
+    s = input_px / side
+    eye = torch.eye(2, dtype=landmarks.dtype, device=landmarks.device).expand(len(s), 2, 2) * s[:, None, None]
+    t = (input_px - 1) / 2 - center * s[:, None]
+    return torch.cat([eye, t[..., None]], -1)
+
+
+def random_matrices(n: int, input_px: int, aug: AugmentConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n,2,3) augmentation affines about the crop centre (in input px) and the flip mask (n,)."""
+    u = lambda: torch.rand(n, generator=gen)  # noqa: E731
+    scale = 1 + (2 * u() - 1) * aug.scale
+    angle = torch.where(u() < aug.rotate_p, (2 * u() - 1) * math.radians(aug.rotate_deg), torch.zeros(n))
+    flip = u() < aug.flip_p
+    shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * aug.shift * input_px
+    c, s = torch.cos(angle) * scale, torch.sin(angle) * scale
+    a = torch.stack([torch.stack([c, s], -1), torch.stack([-s, c], -1)], -2)
+    a = a * torch.stack([torch.where(flip, -1.0, 1.0), torch.ones(n)], -1)[:, :, None]
+    mid = torch.full((n, 2), (input_px - 1) / 2)
+    t = mid - (a @ mid[..., None])[..., 0] + shift
+    return torch.cat([a, t[..., None]], -1), flip
+
+
+def compose(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Affine a after b, both (B,2,3)."""
+    return torch.cat([a[..., :2] @ b[..., :2], (a[..., :2] @ b[..., 2:] + a[..., 2:])], -1)
+
+
+def normalize(images_bgr_u8: torch.Tensor) -> torch.Tensor:
+    """(B,3,H,W) uint8 BGR -> float RGB ImageNet-normalised."""
+    x = images_bgr_u8.flip(1).float() / 255
+    mean = x.new_tensor(IMAGENET_MEAN)[:, None, None]
+    std = x.new_tensor(IMAGENET_STD)[:, None, None]
+    return (x - mean) / std
+
+
+def _photometric(x: torch.Tensor, aug: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """x (B,3,H,W) float in [0,1]: brightness, contrast, saturation, blur, occlusion."""
+    b = x.shape[0]
+    r = lambda amt: (1 + (2 * torch.rand(b, 1, 1, 1, generator=gen) - 1) * amt).to(x.device)  # noqa: E731
+    x = x * r(aug.brightness)
+    mean = x.mean((1, 2, 3), keepdim=True)
+    x = (x - mean) * r(aug.contrast) + mean
+    gray = x.mean(1, keepdim=True)
+    x = (x - gray) * r(aug.saturation) + gray
+    if aug.blur_p > 0:
+        blurred = torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+        x = torch.where((torch.rand(b, 1, 1, 1, generator=gen) < aug.blur_p).to(x.device), blurred, x)
+    if aug.occlusion_p > 0:
+        h, w = x.shape[-2:]
+        ys = torch.arange(h, device=x.device)[None, :, None]
+        xs = torch.arange(w, device=x.device)[None, None, :]
+        size = (torch.rand(b, 2, generator=gen) * 0.4 * torch.tensor([h, w])).to(x.device)
+        top = (torch.rand(b, 2, generator=gen).to(x.device) * (torch.tensor([h, w], device=x.device) - size))
+        inside = ((ys >= top[:, 0, None, None]) & (ys < (top[:, 0] + size[:, 0])[:, None, None])
+                  & (xs >= top[:, 1, None, None]) & (xs < (top[:, 1] + size[:, 1])[:, None, None]))
+        on = (torch.rand(b, generator=gen) < aug.occlusion_p).to(x.device)[:, None, None]
+        colour = torch.rand(b, 3, 1, 1, generator=gen).to(x.device)
+        x = torch.where((inside & on)[:, None], colour, x)
+    return x.clamp(0, 1)
+
+
+def make_batch(cache: FaceCache, idx: torch.Tensor, input_px: int, aug: AugmentConfig | None,
+               gen: torch.Generator, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> (network input (B,3,S,S), landmarks in input px (B,K,2), crop->cache matrices (B,2,3)).
+
+    Without `aug` this is the deterministic test crop. The inverse matrices map predictions
+    back to the cache frame, where NME is measured.
+    """
+    lms = cache.landmarks[idx].double()
+    m = nominal_matrices(lms, input_px, aug.crop_scale if aug else AugmentConfig.crop_scale)
+    flip = torch.zeros(len(idx), dtype=torch.bool)
+    if aug is not None:
+        a, flip = random_matrices(len(idx), input_px, aug, gen)
+        m = compose(a.double(), m)
+    pts = crop.transform_points(m, lms)
+    if flip.any():
+        perm = torch.as_tensor(scheme_for(lms.shape[1]).flip)
+        pts = torch.where(flip[:, None, None], pts[:, perm], pts)
+    images = cache.images[idx].to(device, non_blocking=True).float()
+    x = crop.warp_batch(images, m.to(device).float(), input_px) / 255
+    if aug is not None:
+        x = _photometric(x, aug, gen)
+    x = normalize((x * 255).round().clamp(0, 255))  # keep the uint8-equivalent range of inference
+    return x, pts.float().to(device), m.float()

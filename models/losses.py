@@ -1,0 +1,36 @@
+"""HIH losses (spec §3.3), vectorised over batch, stacks and landmarks."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class LossConfig:
+    heatmap_weight: float = 1.0
+    decimal_weight: float = 0.05
+    # "official": kl_div(log_softmax, q, reduction="mean") = sum KL / (B*K*D*D), as the paper's code.
+    # "ce": soft-label cross-entropy per landmark (sum over the D*D cells, mean over B*K).
+    decimal_loss: str = "ce"
+
+
+def heatmap_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MSE of every stack against the same target: pred (B,S,K,H,W), target (B,K,H,W)."""
+    return F.mse_loss(pred, target[:, None].expand_as(pred))
+
+
+def decimal_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """logits, target (B,K,D,D); target rows are probabilities summing to 1."""
+    log_p = F.log_softmax(logits.flatten(2).float(), -1)
+    q = target.flatten(2)
+    if kind == "official":
+        return F.kl_div(log_p, q, reduction="mean")
+    return -(q * log_p).sum(-1).mean()
+
+
+def hih_loss(outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], cfg: LossConfig) -> dict[str, torch.Tensor]:
+    hm = heatmap_loss(outputs["heatmaps"].float(), targets["heatmap"])
+    dec = decimal_loss(outputs["decimal"], targets["decimal"], cfg.decimal_loss)
+    return {"loss": cfg.heatmap_weight * hm + cfg.decimal_weight * dec, "heatmap": hm, "decimal": dec}

@@ -1,0 +1,248 @@
+"""Stacked hourglass + HIH heads (spec: ../shared/docs/hih-spec.md §2).
+
+Module names follow the official HeatmapInHeatmap checkpoint keys (spec §2.5) so that
+its released state_dict loads with strict=True when ``keep_unused_skip`` is on.
+
+Shapes (B = batch, K = landmarks, H = heatmap side = input/4, D = decimal side):
+    input   (B, 3, 4H, 4H), ImageNet-normalised RGB
+    heatmaps (B, S, K, H, H)  one integer heatmap per stack (intermediate supervision)
+    decimal  (B, K, D, D)     decimal-heatmap logits, one D x D map per landmark
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class NetworkConfig:
+    num_landmarks: int = 68
+    input_px: int = 128
+    stacks: int = 2
+    channels: int = 128          # hourglass width f
+    depth: int = 3               # hourglass recursion levels (4 in the paper: 64->4)
+    decimal_px: int = 8          # D: each integer cell is split into D x D sub-cells
+    decimal_head: str = "roi"    # "global" = official HIH_head, "roi" = features sampled at the integer peak
+    head_channels: int = 128     # target_o of the official head
+    roi_channels: int = 32       # feature channels sampled per landmark by the ROI head
+    roi_radius: int = 2          # the ROI head reads a (2r+1)^2 window around the integer peak
+    roi_hidden: int = 256
+    keep_unused_skip: bool = False  # official code builds a dead 1x1 skip in every Residual
+    init: str = "default"        # "official" = N(0, 0.001^2) convs; "default" = PyTorch's
+
+    @property
+    def heatmap_px(self) -> int:
+        return self.input_px // 4
+
+
+class ConvBNReLU(nn.Module):
+    def __init__(self, cin: int, cout: int, k: int = 1, stride: int = 1, relu: bool = True):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn(self.conv(x))
+        return F.relu(x, inplace=True) if self.relu else x
+
+
+class Residual(nn.Module):
+    """Post-activation bottleneck: 1x1 -> 3x3 -> 1x1, identity or 1x1 skip, then ReLU."""
+
+    def __init__(self, cin: int, cout: int, keep_unused_skip: bool = False):
+        super().__init__()
+        mid = cout // 2
+        self.conv1 = ConvBNReLU(cin, mid, 1)
+        self.conv2 = ConvBNReLU(mid, mid, 3)
+        self.conv3 = ConvBNReLU(mid, cout, 1, relu=False)
+        self.needs_skip = cin != cout
+        if self.needs_skip or keep_unused_skip:
+            self.skip_layer = ConvBNReLU(cin, cout, 1, relu=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = self.skip_layer(x) if self.needs_skip else x
+        return F.relu(self.conv3(self.conv2(self.conv1(x))) + skip, inplace=True)
+
+
+class Hourglass(nn.Module):
+    """Recursive hourglass; level n holds res{n}_1 (skip), res{n}_2 (down), res{n}_3 (up)."""
+
+    def __init__(self, depth: int, channels: int, keep_unused_skip: bool = False):
+        super().__init__()
+        self.depth = depth
+        for n in range(1, depth + 1):
+            for j in (1, 2, 3):
+                setattr(self, f"res{n}_{j}", Residual(channels, channels, keep_unused_skip))
+        self.res_center = Residual(channels, channels, keep_unused_skip)
+
+    def _level(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        up = getattr(self, f"res{n}_1")(x)
+        low = getattr(self, f"res{n}_2")(F.max_pool2d(x, 2))
+        low = self._level(low, n - 1) if n > 1 else self.res_center(low)
+        low = getattr(self, f"res{n}_3")(low)
+        return up + F.interpolate(low, scale_factor=2, mode="bilinear", align_corners=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._level(x, self.depth)
+
+
+class DownBlock(nn.Module):
+    """3x3 s2 -> 3x3, plus a 1x1 s2 shortcut (official Down_Block)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = ConvBNReLU(channels, channels, 3, stride=2)
+        self.conv2 = ConvBNReLU(channels, channels, 3, relu=False)
+        self.downsample = nn.Sequential(ConvBNReLU(channels, channels, 1, stride=2, relu=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv2(self.conv1(x)) + self.downsample(x), inplace=True)
+
+
+class GlobalDecimalHead(nn.Module):
+    """Official HIH_head: the whole H x H feature map -> K x D x D logits (spec §2.1)."""
+
+    def __init__(self, cfg: NetworkConfig):
+        super().__init__()
+        c = cfg.head_channels
+        self.conv1 = ConvBNReLU(cfg.channels, c, 1)
+        n_down = int(math.log2(cfg.heatmap_px // cfg.decimal_px)) - 1
+        self.down_ops = nn.Sequential(*[DownBlock(c) for _ in range(n_down)])
+        self.head = nn.Sequential(ConvBNReLU(c, c, 1), nn.Conv2d(c, cfg.num_landmarks, 1))
+        self.decimal_px = cfg.decimal_px
+
+    def forward(self, feat: torch.Tensor, heatmap: torch.Tensor, peak_cells: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(self.conv1(feat), 3, 2)
+        x = self.head(self.down_ops(x))
+        # MaxPool(3,2) + stride-2 blocks land on D (e.g. 64->31->16->8); resize guards odd sizes.
+        if x.shape[-1] != self.decimal_px:
+            x = F.interpolate(x, size=(self.decimal_px,) * 2, mode="bilinear", align_corners=False)
+        return x
+
+
+class RoiDecimalHead(nn.Module):
+    """Decimal head that reads features *at* each landmark's integer peak (our departure).
+
+    For landmark k at integer cell (ix, iy) it gathers a (2r+1)^2 window of reduced features
+    and of heatmap k itself, and maps it with a shared MLP (+ a per-landmark embedding) to
+    D x D logits. The official head must find the sub-cell signal of 68 points in a global,
+    spatially pooled map; here the network only has to read the local blob shape.
+    """
+
+    def __init__(self, cfg: NetworkConfig):
+        super().__init__()
+        self.reduce = ConvBNReLU(cfg.channels, cfg.roi_channels, 1)
+        self.radius = cfg.roi_radius
+        window = (2 * cfg.roi_radius + 1) ** 2
+        self.embed = nn.Parameter(torch.zeros(cfg.num_landmarks, cfg.roi_hidden))
+        self.fc1 = nn.Linear((cfg.roi_channels + 1) * window, cfg.roi_hidden)
+        self.fc2 = nn.Linear(cfg.roi_hidden, cfg.decimal_px ** 2)
+        self.decimal_px = cfg.decimal_px
+
+    def forward(self, feat: torch.Tensor, heatmap: torch.Tensor, peak_cells: torch.Tensor) -> torch.Tensor:
+        """feat (B,C,H,W), heatmap (B,K,H,W), peak_cells (B,K,2) integer (x, y) -> (B,K,D,D)."""
+        b, k, h, w = heatmap.shape
+        feat = self.reduce(feat)
+        r = self.radius
+        offsets = torch.arange(-r, r + 1, device=feat.device)
+        dy, dx = torch.meshgrid(offsets, offsets, indexing="ij")
+        xs = peak_cells[..., 0, None, None] + dx            # (B,K,2r+1,2r+1)
+        ys = peak_cells[..., 1, None, None] + dy
+        inside = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
+        flat = (ys.clamp(0, h - 1) * w + xs.clamp(0, w - 1)).flatten(2)          # (B,K,P)
+        # features: gather each landmark's window from the shared map
+        f = feat.flatten(2)                                                       # (B,C,HW)
+        idx = flat.flatten(1)[:, None, :].expand(-1, f.shape[1], -1)              # (B,C,K*P)
+        fw = torch.gather(f, 2, idx).view(b, f.shape[1], k, -1).permute(0, 2, 1, 3)  # (B,K,C,P)
+        hw = torch.gather(heatmap.flatten(2), 2, flat)[:, :, None, :]             # (B,K,1,P)
+        win = torch.cat([fw, hw], dim=2) * inside.flatten(2)[:, :, None, :].to(fw.dtype)
+        x = F.relu(self.fc1(win.flatten(2)) + self.embed, inplace=True)
+        return self.fc2(x).view(b, k, self.decimal_px, self.decimal_px)
+
+
+DECIMAL_HEADS = {"global": GlobalDecimalHead, "roi": RoiDecimalHead}
+
+
+class HIHNet(nn.Module):
+    """Stacked hourglass with an integer heatmap per stack and one decimal head."""
+
+    def __init__(self, cfg: NetworkConfig):
+        super().__init__()
+        self.cfg = cfg
+        f, k, skip = cfg.channels, cfg.num_landmarks, cfg.keep_unused_skip
+        self.pre_conv = nn.Sequential(
+            ConvBNReLU(3, f // 4, 7, stride=2),
+            Residual(f // 4, f // 2, skip),
+            nn.MaxPool2d(2, 2),
+            Residual(f // 2, f // 2, skip),
+            Residual(f // 2, f, skip),
+        )
+        for i in range(cfg.stacks):
+            setattr(self, f"hg{i}", Hourglass(cfg.depth, f, skip))
+            setattr(self, f"hg{i}_res1", Residual(f, f, skip))
+            setattr(self, f"hg{i}_lin1", ConvBNReLU(f, f, 1))
+            setattr(self, f"hg{i}_conv_pred", nn.Conv2d(f, k, 1))
+            setattr(self, f"hg{i}_conv1", ConvBNReLU(f, f, 1))
+            setattr(self, f"hg{i}_conv2", ConvBNReLU(k, f, 1))
+        head = DECIMAL_HEADS[cfg.decimal_head](cfg)
+        # official key prefix for the global head; the ROI head has its own name
+        setattr(self, "offset_head" if cfg.decimal_head == "global" else "roi_head", head)
+        self._head_name = "offset_head" if cfg.decimal_head == "global" else "roi_head"
+        if cfg.init == "official":
+            self.apply(_official_init)
+
+    @property
+    def decimal_head(self) -> nn.Module:
+        return getattr(self, self._head_name)
+
+    def forward(self, x: torch.Tensor, peak_cells: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """x (B,3,4H,4H) -> {"heatmaps": (B,S,K,H,H), "decimal": (B,K,D,D), "peak_cells": (B,K,2)}.
+
+        peak_cells: integer cell per landmark the decimal map refines; by default the argmax
+        of the last stack's heatmap (what the decoder uses), detached.
+        """
+        x = self.pre_conv(x)
+        heatmaps = []
+        for i in range(self.cfg.stacks):
+            feat = getattr(self, f"hg{i}_lin1")(getattr(self, f"hg{i}_res1")(getattr(self, f"hg{i}")(x)))
+            pred = getattr(self, f"hg{i}_conv_pred")(feat)
+            heatmaps.append(pred)
+            x = x + getattr(self, f"hg{i}_conv1")(feat) + getattr(self, f"hg{i}_conv2")(pred)
+        last = heatmaps[-1]
+        if peak_cells is None:
+            peak_cells = heatmap_argmax(last.detach())
+        decimal = self.decimal_head(x, last.detach(), peak_cells)
+        return {"heatmaps": torch.stack(heatmaps, 1), "decimal": decimal, "peak_cells": peak_cells}
+
+
+def heatmap_argmax(heatmap: torch.Tensor) -> torch.Tensor:
+    """(B,K,H,W) -> (B,K,2) integer (x, y) of each map's maximum."""
+    w = heatmap.shape[-1]
+    idx = heatmap.flatten(2).argmax(-1)
+    return torch.stack([idx % w, idx // w], dim=-1)
+
+
+def _official_init(m: nn.Module) -> None:
+    if isinstance(m, (nn.Conv2d, nn.Linear)):
+        nn.init.normal_(m.weight, std=0.001)
+    elif isinstance(m, nn.BatchNorm2d):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+def build_network(cfg: NetworkConfig | dict) -> HIHNet:
+    if isinstance(cfg, dict):
+        cfg = NetworkConfig(**cfg)
+    return HIHNet(cfg)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["NetworkConfig", "HIHNet", "build_network", "heatmap_argmax", "count_params"]

@@ -1,0 +1,245 @@
+"""Training: single process or torchrun + DistributedDataParallel (gloo on CPU, nccl on GPU).
+
+    python run.py train --config configs/hih_small.yaml --data ../shared/data/300w
+    torchrun --nproc_per_node 2 run.py train --config ... --data ...
+
+A recipe (YAML) has sections model / codec / loss / augment / optim / data; see configs/.
+The schedule is cosine with warm-up, driven by steps or, with `optim.budget_s`, by wall time so a
+run always ends on budget. Checkpoints carry optimizer state (resume with --resume); the best
+weights by validation NME are kept apart; a CSV log and a loss/NME plot are written.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from models import data as D
+from models.codec import HIHCodec, build_codec
+from models.losses import LossConfig, hih_loss
+from models.metrics import nme_per_face, summarize
+from models.network import NetworkConfig, build_network
+from models.schemes import scheme_for
+from models.weights import save_checkpoint, load_checkpoint
+
+DECODES = ("hih", "argmax", "quarter", "centroid", "dark", "softargmax")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 16
+    epochs: int = 40
+    budget_s: float = 0.0          # > 0: the cosine schedule follows wall time and stops at it
+    warmup_steps: int = 200
+    eval_every_epochs: int = 2
+    seed: int = 0
+    roi_cell: str = "predicted"    # which integer cell the ROI decimal head learns to refine
+
+
+@dataclass
+class DataConfig:
+    cache_side_px: int = 256
+    cache_box_scale: float = 1.8
+    val_faces: int = 100           # held out from the training split for best-model selection
+    workers: int = 2
+
+
+@dataclass
+class Recipe:
+    model: NetworkConfig = field(default_factory=NetworkConfig)
+    codec: dict = field(default_factory=dict)
+    loss: LossConfig = field(default_factory=LossConfig)
+    augment: D.AugmentConfig = field(default_factory=D.AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Recipe":
+        return cls(NetworkConfig(**d.get("model", {})), dict(d.get("codec", {})), LossConfig(**d.get("loss", {})),
+                   D.AugmentConfig(**d.get("augment", {})), OptimConfig(**d.get("optim", {})),
+                   DataConfig(**d.get("data", {})))
+
+    def to_dict(self) -> dict:
+        return {k: (v if isinstance(v, dict) else asdict(v)) for k, v in self.__dict__.items()}
+
+    def hih_codec(self) -> HIHCodec:
+        return HIHCodec(input_px=self.model.input_px, heatmap_px=self.model.heatmap_px,
+                        decimal_px=self.model.decimal_px, **self.codec)
+
+
+def _ddp() -> tuple[int, int]:
+    if "RANK" not in os.environ:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def forward_and_loss(model, recipe: Recipe, codec: HIHCodec, x, pts) -> dict[str, torch.Tensor]:
+    """One training forward: the decimal target refers to the cell the decimal map refines."""
+    use_gt_cell = recipe.model.decimal_head == "global" or recipe.optim.roi_cell == "gt"
+    if use_gt_cell:
+        gt_cells = ((pts + 0.5) / codec.stride).floor().clamp(0, codec.heatmap_px - 1).long()
+        out = model(x, gt_cells)
+    else:
+        out = model(x)
+    targets = codec.encode(pts, cells=out["peak_cells"])
+    return hih_loss(out, targets, recipe.loss)
+
+
+@torch.inference_mode()
+def predict(model, cache: D.FaceCache, recipe: Recipe, device, decodes=DECODES, batch: int = 64,
+            flip_test: bool = False) -> dict[str, np.ndarray]:
+    """Landmarks in cache px for every face and every decode: {decode: (N,K,2)}."""
+    model.eval()
+    codec = recipe.hih_codec()
+    gen = torch.Generator().manual_seed(0)
+    res = {d: [] for d in decodes}
+    for start in range(0, len(cache), batch):
+        idx = torch.arange(start, min(start + batch, len(cache)))
+        x, _, m = D.make_batch(cache, idx, recipe.model.input_px, None, gen, device)
+        out = model(x)
+        inv = torch.linalg.inv(torch.cat([m, m.new_tensor([0, 0, 1]).expand(len(m), 1, 3)], 1))[:, :2]
+        for d in decodes:
+            c = codec if d == "hih" else build_codec(d, input_px=codec.input_px, heatmap_px=codec.heatmap_px)
+            pts, _ = c.decode(out)
+            res[d].append(D.crop.transform_points(inv, pts.cpu()).numpy())
+    model.train()
+    return {d: np.concatenate(v) for d, v in res.items()}
+
+
+def evaluate_cache(model, cache: D.FaceCache, recipe: Recipe, device, decodes=DECODES) -> dict[str, dict]:
+    preds = predict(model, cache, recipe, device, decodes)
+    gt = cache.landmarks.numpy()
+    ocular = scheme_for(gt.shape[1]).ocular
+    return {d: summarize(nme_per_face(p, gt, ocular)) for d, p in preds.items()}
+
+
+def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = "auto", resume: Path | None = None,
+          cache_dir: Path | None = None, log=print) -> dict:
+    rank, world = _ddp()
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    if dev.type == "cuda" and world > 1:
+        dev = torch.device("cuda", rank % torch.cuda.device_count())
+    o = recipe.optim
+    torch.manual_seed(o.seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    spec = D.CacheSpec(recipe.data.cache_side_px, recipe.data.cache_box_scale)
+    if cache_dir is not None and (cache_dir / "meta.json").exists():
+        full = D.load_cache(cache_dir)
+    else:
+        full = D.cache_in_memory(D.load_faces(data, "train"), spec)
+    perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(o.seed))
+    n_val = recipe.data.val_faces
+    val = D.FaceCache(full.images[perm[:n_val]], full.landmarks[perm[:n_val]], [])
+    tr = D.FaceCache(full.images[perm[n_val:]], full.landmarks[perm[n_val:]], [])
+    if dev.type == "cuda":  # the whole cache fits on the GPU; augmentation then never leaves it
+        tr.images, val.images = tr.images.to(dev), val.images.to(dev)
+
+    model = build_network(recipe.model).to(dev).to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    state = {"epoch": 0, "step": 0, "best_nme": float("inf"), "elapsed_s": 0.0}
+    if resume is not None:
+        ck = load_checkpoint(resume)
+        model.load_state_dict(ck["state_dict"])
+        opt.load_state_dict(ck["optimizer"])
+        state.update({k: ck[k] for k in state if k in ck})
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    codec = recipe.hih_codec()
+
+    steps_per_epoch = len(tr) // (o.batch_size * world)
+    total_steps = steps_per_epoch * o.epochs
+    gen = torch.Generator().manual_seed(o.seed + 1000 * rank + state["step"])
+    log_path = out_dir / "log.csv"
+    new_log = not log_path.exists() or resume is None
+    logf = open(log_path, "w" if new_log else "a", newline="")
+    writer = csv.writer(logf)
+    if new_log:
+        writer.writerow(["epoch", "step", "elapsed_s", "lr", "loss", "heatmap", "decimal"]
+                        + [f"val_{d}" for d in DECODES])
+    t0 = time.perf_counter() - state["elapsed_s"]
+    amp = dev.type == "cuda"
+    losses = []
+    done = False
+    while not done:
+        sampler = torch.utils.data.DistributedSampler(range(len(tr)), world, rank, shuffle=True, seed=o.seed)
+        sampler.set_epoch(state["epoch"])
+        order = torch.tensor(list(sampler))
+        for b in range(steps_per_epoch):
+            idx = order[b * o.batch_size:(b + 1) * o.batch_size]
+            elapsed = time.perf_counter() - t0
+            progress = elapsed / o.budget_s if o.budget_s > 0 else state["step"] / max(total_steps, 1)
+            if progress >= 1:
+                done = True
+                break
+            lr = o.lr * min(1.0, (state["step"] + 1) / o.warmup_steps) * 0.5 * (1 + math.cos(math.pi * progress))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x, pts, _ = D.make_batch(tr, idx, recipe.model.input_px, recipe.augment, gen, dev)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                parts = forward_and_loss(net, recipe, codec, x.contiguous(memory_format=torch.channels_last), pts)
+            opt.zero_grad(set_to_none=True)
+            parts["loss"].backward()
+            opt.step()
+            state["step"] += 1
+            losses.append([float(parts[k].detach()) for k in ("loss", "heatmap", "decimal")])
+            if rank == 0 and state["step"] % 20 == 0:
+                eta = (1 - progress) * elapsed / max(progress, 1e-9)
+                l = np.mean(losses[-20:], 0)
+                sys.stderr.write(f"\repoch {state['epoch']} step {state['step']} loss {l[0]:.5f} "
+                                 f"(hm {l[1]:.5f} dec {l[2]:.4f}) lr {lr:.2e} ETA {eta / 60:.1f} min   ")
+        state["epoch"] += 1
+        state["elapsed_s"] = time.perf_counter() - t0
+        if o.budget_s <= 0 and state["epoch"] >= o.epochs:
+            done = True
+        if rank == 0 and (done or state["epoch"] % o.eval_every_epochs == 0):
+            res = evaluate_cache(model, val, recipe, dev)
+            l = np.mean(losses, 0) if losses else [float("nan")] * 3
+            losses.clear()
+            writer.writerow([state["epoch"], state["step"], round(state["elapsed_s"], 1), f"{lr:.3e}",
+                             *[f"{v:.6f}" for v in l], *[f"{res[d]['nme']:.3f}" for d in DECODES]])
+            logf.flush()
+            best_decode = min(res, key=lambda d: res[d]["nme"])
+            log(f"\nepoch {state['epoch']} ({state['elapsed_s'] / 60:.1f} min) val NME "
+                + " ".join(f"{d} {res[d]['nme']:.2f}" for d in DECODES))
+            ck = {"state_dict": model.state_dict(), "optimizer": opt.state_dict(), "recipe": recipe.to_dict(),
+                  "decode": best_decode, **state}
+            save_checkpoint(ck, out_dir / "last.pt")
+            if res[best_decode]["nme"] < state["best_nme"]:
+                state["best_nme"] = ck["best_nme"] = res[best_decode]["nme"]
+                save_checkpoint({k: v for k, v in ck.items() if k != "optimizer"}, out_dir / "best.pt")
+    logf.close()
+    if rank == 0:
+        plot_log(log_path, out_dir / "training.png")
+    if world > 1:
+        dist.barrier()
+    return state
+
+
+def plot_log(log_path: Path, out_png: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = list(csv.DictReader(open(log_path)))
+    if not rows:
+        return
+    ep = [float(r["epoch"]) for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(ep, [float(r["heatmap"]) for r in rows], label="heatmap MSE")
+    a.set_yscale("log"); a.set_xlabel("epoch"); a.legend()
+    a2 = a.twinx(); a2.plot(ep, [float(r["decimal"]) for r in rows], "r", label="decimal"); a2.legend(loc="upper center")
+    for d in DECODES:
+        b.plot(ep, [float(r[f"val_{d}"]) for r in rows], label=d)
+    b.set_xlabel("epoch"); b.set_ylabel("val NME %"); b.set_ylim(top=min(15, b.get_ylim()[1])); b.legend()
+    fig.tight_layout(); fig.savefig(out_png, dpi=90); plt.close(fig)

@@ -1,0 +1,87 @@
+"""Weight I/O: safe checkpoints, the official HIH checkpoint format, ONNX export."""
+from __future__ import annotations
+
+import hashlib
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class WeightsError(ValueError):
+    """Weights that cannot be used; the message names the file and what to do."""
+
+
+def save_checkpoint(ckpt: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(ckpt, tmp)
+    tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """torch.load with weights_only=True: a pickle that carries code is refused, not run."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} not found; pass --weights PATH or train one with `run.py train`")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise WeightsError(f"refused to load {path}: it is not a plain weights file "
+                           f"(weights_only=True rejected it: {str(e).splitlines()[0][:120]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise WeightsError(f"cannot read weights {path}: the file is truncated or not a torch checkpoint ({e.__class__.__name__})") from None
+    if not isinstance(ck, dict):
+        raise WeightsError(f"{path} holds a {type(ck).__name__}, not a checkpoint dict")
+    return ck
+
+
+def official_state_dict(ck: dict) -> dict[str, torch.Tensor]:
+    """The official HIH format: {'state_dict', 'best_nme', 'optimizer', 'epoch'} (spec §2.5);
+    also accepts a bare state_dict and strips a DataParallel 'module.' prefix."""
+    sd = ck.get("state_dict", ck)
+    return {k.removeprefix("module."): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+
+
+def load_into(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    missing, unexpected = [], []
+    own = model.state_dict()
+    for k in own:
+        if k not in state_dict:
+            missing.append(k)
+    for k, v in state_dict.items():
+        if k not in own:
+            unexpected.append(k)
+        elif own[k].shape != v.shape:
+            raise WeightsError(f"{source} does not match this architecture: {k} has shape {tuple(v.shape)}, "
+                               f"the model expects {tuple(own[k].shape)}; check --config / the recipe")
+    if missing or unexpected:
+        raise WeightsError(f"{source} does not match this architecture: {len(missing)} missing keys "
+                           f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})")
+    model.load_state_dict(state_dict)
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+class InferenceGraph(nn.Module):
+    """What ONNX export traces: image batch -> (last integer heatmap, decimal logits)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.net(x)
+        return out["heatmaps"][:, -1], out["decimal"]
+
+
+def export_onnx(net: nn.Module, path: Path, input_px: int) -> None:
+    net = net.eval()
+    x = torch.zeros(1, 3, input_px, input_px)
+    torch.onnx.export(InferenceGraph(net), (x,), str(path), input_names=["image"],
+                      output_names=["heatmap", "decimal"], dynamic_axes={"image": {0: "batch"}},
+                      opset_version=17, dynamo=False)
