@@ -13,8 +13,14 @@ them, so `train` and `bench speed` also run where only torch + numpy (+ cv2) are
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from pathlib import Path
+
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")      # no V4L probing noise on machines without cameras
+os.environ.setdefault("GLOG_minloglevel", "2")          # mediapipe's C++ logging
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parent
 SUBCOMMANDS = ("track", "train", "eval", "bench", "export")
@@ -36,6 +42,135 @@ def _load_yaml(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise CliError(f"config file {path} must hold a mapping of settings, not a {type(data).__name__}")
     return data
+
+
+TRACK_CHOICES = {"ui": ("opencv", "none"), "landmarker": ("hih", "mediapipe"), "smoothing": ("kalman", "one_euro", "none"),
+                 "detector": ("blazeface", "haar"), "precision": ("fp32", "fp16", "bf16")}
+
+
+def track_settings(args: argparse.Namespace) -> dict:
+    """configs/pipeline.yaml (or --config), then every flag that was given."""
+    cfg = _load_yaml(args.config or ROOT / "configs/pipeline.yaml")
+    for key, value in vars(args).items():
+        if key not in ("config", "func", "command") and value is not None:
+            cfg[key] = value
+    for key, allowed in TRACK_CHOICES.items():
+        if cfg.get(key) not in allowed:
+            raise CliError(f"{key} {cfg.get(key)!r} is not one of {', '.join(allowed)}")
+    dev = str(cfg.get("device", "auto"))
+    if not (dev in ("auto", "cpu") or dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise CliError(f"device {dev!r} is not one of auto, cpu, cuda, cuda:N")
+    if int(cfg.get("max_frames") or 0) < 0:
+        raise CliError("--max-frames must be 0 (no limit) or positive")
+    return cfg
+
+
+def build_tracker_parts(cfg: dict):
+    """Detector, landmarker and tracker from settings; clear errors for missing pieces."""
+    from models.detector import build_detector
+    from models.landmarkers import build_landmarker
+    from models.weights import WeightsError
+    from stream.tracking import Tracker, TrackingConfig
+
+    try:
+        landmarker = build_landmarker(cfg["landmarker"], weights=cfg.get("weights"), device=str(cfg.get("device", "auto")),
+                                      precision=cfg.get("precision", "fp32"), threads=int(cfg.get("threads") or 0))
+    except WeightsError as e:
+        raise CliError(str(e)) from None
+    kwargs = {"min_score": cfg.get("detector_min_score", 0.5)} if cfg.get("detector") == "blazeface" else {}
+    detector = build_detector(cfg.get("detector", "blazeface"), **kwargs)
+    return landmarker, Tracker(detector, TrackingConfig(**cfg.get("tracking", {})))
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from stream.pipeline import Pipeline, PipelineConfig
+    from stream.sources import SourceError, default_source, open_source
+
+    cfg = track_settings(args)
+    ui = None
+    if cfg["ui"] == "opencv":
+        from ui.opencv_window import DisplayError, OpenCVWindow
+        try:
+            ui = OpenCVWindow()
+        except DisplayError as e:
+            raise CliError(str(e)) from None
+    source_spec = str(cfg.get("source", "auto"))
+    if source_spec == "auto":
+        source_spec, notice = default_source()
+        if notice:
+            print(notice, file=sys.stderr)
+    try:
+        source = open_source(source_spec, realtime=bool(cfg.get("realtime")), demo_frames=int(cfg.get("demo_frames", 300)))
+    except SourceError as e:
+        raise CliError(str(e)) from None
+    landmarker, tracker = build_tracker_parts(cfg)
+    recorder = _open_recorder(cfg, landmarker, source) if cfg.get("record") else None
+    smoothing = cfg.get("smoothing", "kalman")
+    pcfg = PipelineConfig(smoothing=smoothing, smoothing_settings=cfg.get(smoothing, {}) or {})
+    max_frames = int(cfg.get("max_frames") or 0)
+    print(f"tracking {source.description} with {cfg['landmarker']} landmarks, {smoothing} smoothing", file=sys.stderr)
+    pipe = Pipeline(source, tracker, landmarker, pcfg).start()
+    recording = recorder is not None
+    last_print = 0.0
+    error = None
+    try:
+        for frame in pipe.results():
+            if recorder is not None and recording:
+                recorder.write(frame)
+            from ui.draw import stats_lines
+            lines = stats_lines(frame, pipe.stats.fps(), pipe.stats.dropped, smoothing if pipe.smoothing_enabled else "off", recording)
+            if ui is not None:
+                action = ui.show(frame, lines)
+                if action == "quit":
+                    break
+                if action == "toggle_smoothing":
+                    pipe.smoothing_enabled = not pipe.smoothing_enabled
+                elif action == "toggle_recording" and recorder is not None:
+                    recording = not recording
+                elif action == "toggle_drawing":
+                    ui.draw = not ui.draw
+            elif time.perf_counter() - last_print > 1.0:
+                last_print = time.perf_counter()
+                print("\r" + " | ".join(lines[:2]) + "   ", end="", file=sys.stderr, flush=True)
+            if max_frames and pipe.stats.frames_out >= max_frames:
+                break
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+    except SourceError as e:
+        error = str(e)
+    finally:
+        pipe.stop()
+        if recorder is not None:
+            recorder.close()
+        if ui is not None:
+            ui.close()
+        landmarker.close()
+    _print_summary(pipe.stats.summary(), recorder)
+    if error:
+        raise CliError(error + (" (recording saved)" if recorder else ""))
+    return 0
+
+
+def _open_recorder(cfg: dict, landmarker, source):
+    from models.weights import file_sha256
+    from stream.recorders import RecordError, Recorder, RecordMeta
+
+    wp = getattr(landmarker, "weights_path", None)
+    meta = RecordMeta(landmarker.scheme, landmarker.num_points, cfg["landmarker"], file_sha256(wp) if wp else None,
+                      source.description, source.fps, None, {"mode": cfg.get("smoothing"), **(cfg.get(cfg.get("smoothing"), {}) or {})})
+    try:
+        return Recorder(cfg["record"], meta, cfg.get("record_format"), bool(cfg.get("overwrite")))
+    except RecordError as e:
+        raise CliError(str(e)) from None
+
+
+def _print_summary(s: dict, recorder) -> None:
+    stages = ", ".join(f"{k} {v:.1f} ms" for k, v in s["stage_p50_ms"].items())
+    print(f"\n{s['frames_out']} frames, {s['fps']:.1f} FPS, latency p50 {s['latency_p50_ms']:.1f} ms / "
+          f"p95 {s['latency_p95_ms']:.1f} ms, dropped {s['dropped']}; per-stage p50: {stages}")
+    if recorder is not None:
+        lost = f", {recorder.lost_rows} rows lost to a full queue" if recorder.lost_rows else ""
+        print(f"recorded {recorder.rows} rows to {recorder.path}{lost}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -61,6 +196,26 @@ def cmd_train(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run.py", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command")
+
+    tr = sub.add_parser("track", help="track faces live (the default)")
+    tr.add_argument("--source", help="camera index, video file, image folder, URL, demo or demo:N (default: webcam, else demo)")
+    tr.add_argument("--ui", help="opencv | none")
+    tr.add_argument("--landmarker", help="hih | mediapipe")
+    tr.add_argument("--weights", help="HIH weights (default: the shipped models/weights/hih_small_300w.pt)")
+    tr.add_argument("--device", help="auto | cpu | cuda[:i]")
+    tr.add_argument("--precision", help="fp32 | fp16 | bf16")
+    tr.add_argument("--threads", type=int)
+    tr.add_argument("--smoothing", help="kalman | one_euro | none")
+    tr.add_argument("--detector", help="blazeface | haar")
+    tr.add_argument("--record", help="write landmarks to PATH (.csv, .jsonl or .npz)")
+    tr.add_argument("--record-format", dest="record_format", help="csv | jsonl | npz (default: from the extension)")
+    tr.add_argument("--overwrite", action="store_true", default=None, help="replace an existing recording")
+    tr.add_argument("--max-frames", dest="max_frames", type=int, help="stop after N frames")
+    tr.add_argument("--realtime", action="store_true", default=None, help="pace a file at its own frame rate")
+    tr.add_argument("--reconnect", action="store_true", default=None, help="reopen a camera that stops")
+    tr.add_argument("--demo-frames", dest="demo_frames", type=int)
+    tr.add_argument("--config", help="pipeline YAML (default configs/pipeline.yaml); flags win over it")
+    tr.set_defaults(func=cmd_track)
 
     t = sub.add_parser("train", help="train an HIH model")
     t.add_argument("--config", default=str(ROOT / "configs/hih_small.yaml"))

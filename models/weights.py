@@ -17,8 +17,19 @@ class WeightsError(ValueError):
 def save_checkpoint(ckpt: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(ckpt, tmp)
+    torch.save(_to_cpu(ckpt), tmp)
     tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint
+
+
+def _to_cpu(obj):
+    """Checkpoints always hold CPU tensors, so a GPU-trained file loads anywhere."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -1,0 +1,154 @@
+"""The HIH inference engine: batched face crops -> sub-pixel landmarks, on CPU or CUDA.
+
+CPU: inference_mode, channels-last, thread count from config.
+CUDA: a ring of `streams` slots, each with a pinned host buffer, a copy stream and a compute
+stream ordered by events: upload (non_blocking) -> compute + on-device decode -> async download.
+`submit` returns at once, so the next batch's crop preparation and upload overlap this batch's
+compute; `collect` waits for one slot. `run` is submit + collect for callers that want a result now.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models import crop
+from models.codec import HIHCodec, build_codec
+from models.network import build_network
+from models.train import Recipe
+from models.weights import WeightsError, load_checkpoint, load_into
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "hih_small_300w.pt"
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise WeightsError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+    return torch.device(device)
+
+
+@dataclass
+class _Slot:
+    host_in: torch.Tensor
+    host_out: torch.Tensor
+    copy: "torch.cuda.Stream"
+    compute: "torch.cuda.Stream"
+    uploaded: "torch.cuda.Event"
+    done: "torch.cuda.Event"
+    n: int = 0
+
+
+class LandmarkEngine:
+    def __init__(self, weights: str | Path = DEFAULT_WEIGHTS, device: str = "auto", precision: str = "fp32",
+                 streams: int = 2, threads: int = 0, decode: str | None = None, max_batch: int = 16,
+                 channels_last: bool = True):
+        ck = load_checkpoint(weights)
+        if "recipe" not in ck:
+            raise WeightsError(f"{weights} has no recipe: it is not a hihtrack checkpoint (for the official "
+                               "HIH format use models.weights.official_state_dict with configs/hih_paper.yaml)")
+        self.recipe = Recipe.from_dict(ck["recipe"])
+        self.weights_path = Path(weights)
+        self.net = build_network(self.recipe.model)
+        load_into(self.net, ck["state_dict"], str(weights))
+        self.device = resolve_device(device)
+        if threads:
+            torch.set_num_threads(threads)
+        self.dtype = PRECISIONS[precision]
+        self.net = self.net.eval().to(self.device)
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        decode = decode or ck.get("decode", "hih")
+        codec = self.recipe.hih_codec()
+        self.codec = codec if decode == "hih" else build_codec(decode, input_px=codec.input_px, heatmap_px=codec.heatmap_px)
+        self.input_px = self.recipe.model.input_px
+        self.crop_scale = self.recipe.augment.crop_scale
+        self.num_points = self.recipe.model.num_landmarks
+        self.max_batch = max_batch
+        self._mean = torch.tensor([0.485, 0.456, 0.406], device=self.device).view(1, 3, 1, 1) * 255
+        self._std = torch.tensor([0.229, 0.224, 0.225], device=self.device).view(1, 3, 1, 1) * 255
+        self._slots: list[_Slot] = []
+        self._next = 0
+        if self.device.type == "cuda":
+            self._slots = [self._make_slot() for _ in range(max(1, streams))]
+
+    # ---- crops ------------------------------------------------------------------------------
+    def crop_matrices(self, centers_px: np.ndarray, sides_px: np.ndarray) -> np.ndarray:
+        """(N,2), (N,) landmark-extent squares -> (N,2,3) image->crop matrices."""
+        return np.stack([crop.similarity(c, s * self.crop_scale, self.input_px) for c, s in zip(centers_px, sides_px)])
+
+    def crops(self, image_bgr: np.ndarray, matrices: np.ndarray) -> np.ndarray:
+        """One cv2.warpAffine per face -> (N,S,S,3) uint8 BGR."""
+        return np.stack([crop.warp(image_bgr, m, self.input_px) for m in matrices])
+
+    # ---- network ----------------------------------------------------------------------------
+    def _preprocess(self, crops_u8: torch.Tensor) -> torch.Tensor:
+        x = crops_u8.permute(0, 3, 1, 2).flip(1).float()          # NHWC BGR -> NCHW RGB
+        return ((x - self._mean) / self._std).contiguous(memory_format=self.memory_format)
+
+    def _forward_decode(self, crops_u8: torch.Tensor) -> torch.Tensor:
+        """On-device: (B,S,S,3) uint8 -> (B,K,3) = x, y in crop px and confidence."""
+        x = self._preprocess(crops_u8)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            out = self.net(x)
+        pts, conf = self.codec.decode(out)
+        return torch.cat([pts, conf[..., None]], -1).float()
+
+    @torch.inference_mode()
+    def infer(self, crops_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N,S,S,3) uint8 BGR crops -> landmarks in crop px (N,K,2), confidence (N,K)."""
+        outs = []
+        for start in range(0, len(crops_u8), self.max_batch):
+            chunk = crops_u8[start:start + self.max_batch]
+            if self._slots:
+                outs.append(self.collect(self.submit(chunk)))
+            else:
+                outs.append(self._forward_decode(torch.from_numpy(np.ascontiguousarray(chunk))).numpy())
+        res = np.concatenate(outs) if outs else np.zeros((0, self.num_points, 3), np.float32)
+        return res[..., :2], res[..., 2]
+
+    def landmarks(self, image_bgr: np.ndarray, matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Whole landmark stage: crop -> infer -> decode -> back to image px (N,K,2), (N,K)."""
+        if len(matrices) == 0:
+            return np.zeros((0, self.num_points, 2), np.float32), np.zeros((0, self.num_points), np.float32)
+        pts, conf = self.infer(self.crops(image_bgr, matrices))
+        inv = np.stack([crop.invert(m) for m in matrices])
+        return crop.transform_points(inv, pts.astype(np.float64)).astype(np.float32), conf
+
+    # ---- CUDA streams -----------------------------------------------------------------------
+    def _make_slot(self) -> _Slot:
+        s, k = self.input_px, self.num_points
+        return _Slot(torch.empty((self.max_batch, s, s, 3), dtype=torch.uint8).pin_memory(),
+                     torch.empty((self.max_batch, k, 3), dtype=torch.float32).pin_memory(),
+                     torch.cuda.Stream(self.device), torch.cuda.Stream(self.device),
+                     torch.cuda.Event(), torch.cuda.Event())
+
+    @torch.inference_mode()
+    def submit(self, crops_u8: np.ndarray) -> _Slot:
+        """Queue one batch (<= max_batch) on the next slot and return without waiting."""
+        slot = self._slots[self._next]
+        self._next = (self._next + 1) % len(self._slots)
+        slot.done.synchronize()                    # the slot's previous result has been read
+        n = len(crops_u8)
+        slot.host_in[:n].numpy()[...] = crops_u8
+        with torch.cuda.stream(slot.copy):
+            dev_in = slot.host_in[:n].to(self.device, non_blocking=True)
+            slot.uploaded.record(slot.copy)
+        with torch.cuda.stream(slot.compute):
+            slot.compute.wait_event(slot.uploaded)
+            dev_in.record_stream(slot.compute)
+            res = self._forward_decode(dev_in)
+            slot.host_out[:n].copy_(res, non_blocking=True)
+            slot.done.record(slot.compute)
+        slot.n = n
+        return slot
+
+    @staticmethod
+    def collect(slot: _Slot) -> np.ndarray:
+        slot.done.synchronize()
+        return slot.host_out[:slot.n].numpy().copy()

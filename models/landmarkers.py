@@ -1,0 +1,96 @@
+"""Landmarkers behind one small interface: (image, face boxes) -> per-face landmarks.
+
+    hih        our HIH network (models/engine.py), 68 points, sub-pixel, per-point confidence
+    mediapipe  MediaPipe Face Mesh, 478 points: the competitor baseline
+Adding one is one class with `scheme`, `num_points` and `__call__`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from models.detector import FaceBox
+from models.engine import DEFAULT_WEIGHTS
+
+
+@dataclass
+class LandmarkResult:
+    landmarks_px: np.ndarray   # (K,2) float32, image px, sub-pixel
+    confidence: np.ndarray     # (K,) float32 in [0,1]
+    box: FaceBox               # the box the landmarks were computed from
+
+
+class HIHLandmarker:
+    scheme = "300w-68"
+    num_points = 68
+
+    def __init__(self, weights: str | Path | None = None, device: str = "auto", precision: str = "fp32",
+                 threads: int = 0, streams: int = 2):
+        import os
+
+        from models.engine import LandmarkEngine
+        # threads=0: leave one core to the capture/detect/smooth threads (measured on 2 cores:
+        # 52 FPS with 1 torch thread vs 37 FPS with 2 on the demo clip; the threads contend)
+        threads = threads or max(1, (os.cpu_count() or 2) - 1)
+        self.engine = LandmarkEngine(weights or DEFAULT_WEIGHTS, device, precision, streams=streams, threads=threads)
+        self.num_points = self.engine.num_points
+        self.weights_path = self.engine.weights_path
+
+    def __call__(self, image_bgr: np.ndarray, boxes: list[FaceBox]) -> list[LandmarkResult | None]:
+        if not boxes:
+            return []
+        m = self.engine.crop_matrices(np.stack([b.center_px for b in boxes]), np.array([b.side_px for b in boxes]))
+        pts, conf = self.engine.landmarks(image_bgr, m)
+        return [LandmarkResult(p, c, b) for p, c, b in zip(pts, conf, boxes)]
+
+    def close(self) -> None:
+        pass
+
+
+class MediaPipeLandmarker:
+    """Face Mesh run on a square crop around each box (2x the landmark square, 256 px), so it gets
+    the same face region as ours; static mode, one face per crop."""
+
+    scheme = "mediapipe-478"
+    num_points = 478
+    crop_scale = 2.0
+    crop_px = 256
+
+    def __init__(self, **_):
+        import mediapipe as mp
+        self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
+                                                     refine_landmarks=True, min_detection_confidence=0.3)
+        self.weights_path = None
+
+    def __call__(self, image_bgr: np.ndarray, boxes: list[FaceBox]) -> list[LandmarkResult | None]:
+        from models import crop
+        out = []
+        for b in boxes:
+            m = crop.similarity(b.center_px, b.side_px * self.crop_scale, self.crop_px)
+            patch = crop.warp(image_bgr, m, self.crop_px)
+            res = self._mesh.process(cv2.cvtColor(patch, cv2.COLOR_BGR2RGB))
+            if not res.multi_face_landmarks:
+                out.append(None)
+                continue
+            lm = res.multi_face_landmarks[0].landmark
+            # normalised [0,1] of the crop's edges -> crop pixel centres -> image px
+            pts = np.array([[p.x, p.y] for p in lm], np.float64) * self.crop_px - 0.5
+            img_pts = crop.transform_points(crop.invert(m), pts).astype(np.float32)
+            # Face Mesh gives one face presence score, no per-point confidence
+            out.append(LandmarkResult(img_pts, np.ones(len(img_pts), np.float32), b))
+        return out
+
+    def close(self) -> None:
+        self._mesh.close()
+
+
+LANDMARKERS = {"hih": HIHLandmarker, "mediapipe": MediaPipeLandmarker}
+
+
+def build_landmarker(name: str, **kwargs):
+    if name not in LANDMARKERS:
+        raise ValueError(f"unknown landmarker {name!r}; choose one of {sorted(LANDMARKERS)}")
+    return LANDMARKERS[name](**kwargs)

@@ -1,0 +1,111 @@
+"""The built-in demo clip: license-clean face photos moved by a known, smooth random affine motion.
+
+Photos: scikit-image's `astronaut` (Eileen Collins, NASA, public domain) and matplotlib's
+`grace_hopper.jpg` (US Navy, public domain), both shipped inside those pip packages.
+Every frame's photo -> frame matrix is known, so the ground-truth motion of every face is known
+(the jitter/lag benchmark reuses it).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from stream.sources import Source
+
+FRAME_SIZE = (640, 480)
+# Landmark-extent squares of each photo's face (centre x, y, side in photo px), measured once with
+# BlazeFace + its 300-W calibration (models/detector.py) on the untransformed photo.
+PHOTO_FACES = {"astronaut": (225.6, 129.9, 92.8), "grace_hopper": (266.1, 248.2, 179.0)}
+
+
+def load_photo(name: str) -> np.ndarray:
+    if name == "astronaut":
+        import skimage.data
+        return np.ascontiguousarray(skimage.data.astronaut()[:, :, ::-1])
+    import matplotlib.cbook as cbook
+    return cv2.imread(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+
+
+@dataclass
+class MotionConfig:
+    rotate_deg: float = 12.0
+    scale: float = 0.15           # +- relative
+    shift_px: float = 60.0
+    brightness: float = 0.2       # +- relative
+    period_s: float = 6.0         # slowest component's period
+
+
+class DemoMotion:
+    """Smooth random affine motion: each parameter is a sum of 3 sinusoids with seeded phases."""
+
+    def __init__(self, seed: int = 0, cfg: MotionConfig | None = None, fps: float = 30.0):
+        self.cfg = cfg or MotionConfig()
+        rng = np.random.default_rng(seed)
+        self.phase = rng.uniform(0, 2 * np.pi, (5, 3))
+        self.freq = 1 / self.cfg.period_s * np.array([1.0, 1.7, 2.9])
+        self.fps = fps
+
+    def params(self, t_s: float) -> np.ndarray:
+        """(5,) in [-1, 1]: rotation, scale, shift x, shift y, brightness."""
+        return np.sin(2 * np.pi * self.freq[None, :] * t_s + self.phase).mean(1)
+
+
+def face_matrix(photo_face: tuple[float, float, float], frame_center: np.ndarray, face_px: float,
+                p: np.ndarray, cfg: MotionConfig) -> np.ndarray:
+    """photo px -> frame px: the face square centred at frame_center, `face_px` wide, moved by p."""
+    cx, cy, side = photo_face
+    s = face_px / side * (1 + cfg.scale * p[1])
+    a = np.deg2rad(cfg.rotate_deg * p[0])
+    rot = s * np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]])
+    t = frame_center + cfg.shift_px * p[2:4] - rot @ np.array([cx, cy])
+    return np.hstack([rot, t[:, None]])
+
+
+class DemoSource(Source):
+    live = False
+
+    def __init__(self, frames: int = 300, fps: float = 30.0, faces: int = 1, seed: int = 0, realtime: bool = False,
+                 face_px: float = 150.0, motion: MotionConfig | None = None):
+        self.n, self.fps, self.realtime = frames, fps, realtime
+        names = (["astronaut", "grace_hopper"] * faces)[:faces]
+        self.photos = [(load_photo(n), PHOTO_FACES[n]) for n in names]
+        w, h = FRAME_SIZE
+        self.centers = [np.array([w * (i + 1) / (faces + 1), h / 2]) for i in range(faces)]
+        self.face_px = face_px if faces == 1 else min(face_px, 0.8 * w / (faces + 0.5))
+        self.motions = [DemoMotion(seed + i, motion, fps) for i in range(faces)]
+        self.description = f"demo clip ({faces} face{'s' if faces > 1 else ''}, {frames} frames, {w}x{h})"
+
+    def matrices(self, index: int) -> list[np.ndarray]:
+        """Ground truth: each face's photo -> frame matrix at frame `index`."""
+        t = index / self.fps
+        return [face_matrix(face, c, self.face_px, m.params(t), m.cfg)
+                for (_, face), c, m in zip(self.photos, self.centers, self.motions)]
+
+    def true_boxes(self, index: int) -> list[tuple[np.ndarray, float]]:
+        """(centre px, side px) of each face's landmark square in frame `index`."""
+        out = []
+        for (_, (cx, cy, side)), m in zip(self.photos, self.matrices(index)):
+            out.append((m[:, :2] @ np.array([cx, cy]) + m[:, 2], side * float(np.sqrt(abs(np.linalg.det(m[:, :2]))))))
+        return out
+
+    def render(self, index: int) -> np.ndarray:
+        w, h = FRAME_SIZE
+        frame = np.full((h, w, 3), 60, np.uint8)
+        for (photo, _), m, motion in zip(self.photos, self.matrices(index), self.motions):
+            warped = cv2.warpAffine(photo, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
+            mask = cv2.warpAffine(np.full(photo.shape[:2], 255, np.uint8), m, (w, h)) > 127
+            gain = 1 + motion.cfg.brightness * motion.params(index / self.fps)[4]
+            frame[mask] = np.clip(warped[mask].astype(np.float32) * gain, 0, 255).astype(np.uint8)
+        return frame
+
+    def frames(self):
+        start = time.perf_counter()
+        for i in range(self.n):
+            if self.realtime:
+                delay = i / self.fps - (time.perf_counter() - start)
+                if delay > 0:
+                    time.sleep(delay)
+            yield self.render(i), i / self.fps

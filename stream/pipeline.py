@@ -1,0 +1,234 @@
+"""The threaded pipeline: capture -> detect/track -> landmarks -> smooth -> consumer (UI, sinks).
+
+Stages are threads joined by bounded queues. Capture never waits for inference: a live source
+writes into a one-frame slot that keeps only the newest frame (drops are counted); a file source
+hands over every frame (blocking) unless it is paced in real time, in which case it drops too.
+One shutdown path for every ending: the source ends or fails, the consumer stops, or an exception
+in a stage; the end marker flows through every stage so the consumer sees every processed frame.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from stream.frames import Face, Frame
+from stream.pose import estimate_pose
+from stream.smoothing import build_smoother
+from stream.sources import Source, SourceError
+from stream.tracking import Tracker
+
+_END = object()
+
+
+class LatestSlot:
+    """A one-item mailbox: put() replaces an unread item (counting the drop), get() blocks."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._item = None
+        self._has = False
+        self.dropped = 0
+
+    def put(self, item) -> int:
+        with self._cond:
+            dropped = 0
+            if self._has and self._item is not _END:
+                self.dropped += 1
+                dropped = 1
+            self._item, self._has = item, True
+            self._cond.notify()
+            return dropped
+
+    def get(self, timeout: float | None = None):
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._has, timeout):
+                raise queue.Empty
+            self._has = False
+            return self._item
+
+
+@dataclass
+class PipelineConfig:
+    smoothing: str = "kalman"
+    smoothing_settings: dict = field(default_factory=dict)
+    queue_size: int = 2
+    drop_frames: bool | None = None   # None: drop when the source is live or paced
+
+
+@dataclass
+class Stats:
+    frames_in: int = 0
+    frames_out: int = 0
+    dropped: int = 0
+    stage_ms: dict[str, list[float]] = field(default_factory=dict)
+    latency_ms: list[float] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+    def record(self, frame: Frame) -> None:
+        self.frames_out += 1
+        for k, v in frame.timings_ms.items():
+            self.stage_ms.setdefault(k, []).append(v)
+        self.latency_ms.append(frame.latency_ms())
+
+    def fps(self) -> float:
+        return self.frames_out / max(time.perf_counter() - self.started, 1e-9)
+
+    def summary(self) -> dict:
+        pct = lambda v, q: float(np.percentile(v, q)) if v else float("nan")  # noqa: E731
+        return {"frames_in": self.frames_in, "frames_out": self.frames_out, "dropped": self.dropped,
+                "fps": self.fps(), "latency_p50_ms": pct(self.latency_ms, 50),
+                "latency_p95_ms": pct(self.latency_ms, 95), "latency_p99_ms": pct(self.latency_ms, 99),
+                "stage_p50_ms": {k: pct(v, 50) for k, v in self.stage_ms.items()}}
+
+
+class Pipeline:
+    def __init__(self, source: Source, tracker: Tracker, landmarker, cfg: PipelineConfig | None = None):
+        self.source, self.tracker, self.landmarker = source, tracker, landmarker
+        self.cfg = cfg or PipelineConfig()
+        drop = self.cfg.drop_frames
+        self.drop = (source.live or getattr(source, "realtime", False)) if drop is None else drop
+        self.slot = LatestSlot() if self.drop else queue.Queue(self.cfg.queue_size)
+        self.q_boxes: queue.Queue = queue.Queue(self.cfg.queue_size)
+        self.q_faces: queue.Queue = queue.Queue(self.cfg.queue_size)
+        self.q_out: queue.Queue = queue.Queue(self.cfg.queue_size)
+        self.stop_event = threading.Event()
+        self.stats = Stats()
+        self.error: BaseException | None = None
+        self.smoothing_enabled = True
+        self._smoothers: dict[int, object] = {}
+        self._threads = [threading.Thread(target=self._guard, args=(f,), name=f.__name__, daemon=True)
+                         for f in (self._capture, self._detect, self._landmarks, self._smooth)]
+
+    # ---- plumbing ---------------------------------------------------------------------------
+    def _guard(self, stage) -> None:
+        try:
+            stage()
+        except BaseException as e:  # noqa: BLE001 - surfaced to the consumer as one message
+            if self.error is None:
+                self.error = e
+            self.stop_event.set()
+            for q in (self.slot, self.q_boxes, self.q_faces, self.q_out):
+                self._put(q, _END, force=True)
+
+    def _put(self, q, item, force: bool = False) -> bool:
+        """Blocking put that gives up when the pipeline stops."""
+        if isinstance(q, LatestSlot):
+            q.put(item)
+            return True
+        while True:
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                if self.stop_event.is_set():
+                    if force:
+                        try:
+                            q.get_nowait()
+                        except queue.Empty:
+                            pass
+                        continue
+                    return False
+
+    def _get(self, q):
+        while True:
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                if self.stop_event.is_set():
+                    return _END
+
+    # ---- stages -----------------------------------------------------------------------------
+    def _capture(self) -> None:
+        try:
+            for i, (image, ts) in enumerate(self.source.frames()):
+                if self.stop_event.is_set():
+                    break
+                frame = Frame(i, ts, image)
+                self.stats.frames_in += 1
+                if isinstance(self.slot, LatestSlot):
+                    self.stats.dropped += self.slot.put(frame)
+                elif not self._put(self.slot, frame):
+                    break
+        finally:
+            self._put(self.slot, _END, force=True)
+
+    def _detect(self) -> None:
+        while (frame := self._get(self.slot)) is not _END:
+            t = time.perf_counter()
+            frame.box_tracks, frame.boxes, frame.new_tracks = self.tracker.boxes(frame.image, frame.index)
+            frame.timings_ms["detect"] = (time.perf_counter() - t) * 1000
+            if not self._put(self.q_boxes, frame):
+                return
+        self._put(self.q_boxes, _END, force=True)
+
+    def _landmarks(self) -> None:
+        while (frame := self._get(self.q_boxes)) is not _END:
+            t = time.perf_counter()
+            results = self.landmarker(frame.image, frame.boxes)
+            lost = set(self.tracker.update(frame.box_tracks, results))
+            for tid, res in zip(frame.box_tracks, results):
+                if res is not None and tid not in lost:
+                    frame.faces.append(Face(tid, res.box, res.landmarks_px, res.confidence, self.landmarker.scheme,
+                                            detected=tid in frame.new_tracks))
+            for tid in lost:
+                self._smoothers.pop(tid, None)
+            frame.timings_ms["landmarks"] = (time.perf_counter() - t) * 1000
+            if not self._put(self.q_faces, frame):
+                return
+        self._put(self.q_faces, _END, force=True)
+
+    def _smooth(self) -> None:
+        while (frame := self._get(self.q_faces)) is not _END:
+            t = time.perf_counter()
+            live = {f.track_id for f in frame.faces}
+            for tid in list(self._smoothers):
+                if tid not in live and tid not in self.tracker.tracks:
+                    del self._smoothers[tid]
+            h, w = frame.image.shape[:2]
+            for face in frame.faces:
+                sm = self._smoothers.get(face.track_id)
+                if sm is None or face.detected:
+                    sm = self._smoothers[face.track_id] = build_smoother(self.cfg.smoothing, self.cfg.smoothing_settings)
+                smoothed = sm.update(face.landmarks_px, face.confidence, frame.timestamp_s, face.box.side_px)
+                face.smoothed_px = smoothed.astype(np.float32) if self.smoothing_enabled else face.landmarks_px
+                face.pose = estimate_pose(face.landmarks_px, (w, h))
+                face.pose_smoothed = estimate_pose(face.smoothed_px, (w, h))
+            frame.timings_ms["smooth"] = (time.perf_counter() - t) * 1000
+            if not self._put(self.q_out, frame):
+                return
+        self._put(self.q_out, _END, force=True)
+
+    # ---- consumer API -----------------------------------------------------------------------
+    def start(self) -> "Pipeline":
+        self.stats.started = time.perf_counter()
+        for t in self._threads:
+            t.start()
+        return self
+
+    def results(self) -> Iterator[Frame]:
+        """Processed frames in order, until the input ends or stop() is called."""
+        while (frame := self._get(self.q_out)) is not _END:
+            self.stats.record(frame)
+            yield frame
+        if self.error is not None and not isinstance(self.error, (KeyboardInterrupt,)):
+            raise self.error
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for t in self._threads:
+            t.join(timeout=5)
+        self.source.close()
+
+    def __enter__(self) -> "Pipeline":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+__all__ = ["Pipeline", "PipelineConfig", "LatestSlot", "Stats", "SourceError"]

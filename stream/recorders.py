@@ -1,0 +1,186 @@
+"""Landmark recordings: CSV (OpenFace 2.0 style), JSON Lines and compressed NumPy.
+
+A dedicated writer thread with a bounded queue writes rows, so a slow disk never stalls the
+pipeline; rows that would not fit are counted, never silently lost. CSV and JSONL are flushed
+every `flush_every_s` and closed on every ending, so a crash leaves a readable file up to the last
+flush. The .npz is rewritten atomically at each flush. Metadata goes to a `.meta.json` sidecar.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from stream.frames import Frame
+
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".npz": "npz"}
+
+
+class RecordError(ValueError):
+    pass
+
+
+@dataclass
+class RecordMeta:
+    scheme: str
+    num_points: int
+    model: str
+    weights_sha256: str | None
+    source: str
+    fps: float | None
+    image_size: tuple[int, int] | None = None
+    smoothing: dict = field(default_factory=dict)
+
+
+def _pose_cols(face) -> list[float]:
+    p = face.pose
+    if p is None:
+        return [float("nan")] * 6
+    return [*np.radians(p.rotation_deg[[1, 0, 2]]).tolist(), *p.translation.tolist()]  # OpenFace: Rx(pitch), Ry(yaw), Rz
+
+
+class Recorder:
+    def __init__(self, path: str | Path, meta: RecordMeta, fmt: str | None = None, overwrite: bool = False,
+                 flush_every_s: float = 1.0, queue_size: int = 256):
+        self.path = Path(path)
+        self.fmt = fmt or FORMATS.get(self.path.suffix.lower())
+        if self.fmt not in FORMATS.values():
+            raise RecordError(f"cannot tell the recording format of {self.path.name}; use .csv, .jsonl or .npz "
+                              "or pass --record-format")
+        if self.path.exists() and not overwrite:
+            raise RecordError(f"{self.path} already exists; choose another name or pass --overwrite")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.meta = meta
+        self.flush_every_s = flush_every_s
+        self.q: queue.Queue = queue.Queue(queue_size)
+        self.lost_rows = 0
+        self.rows = 0
+        self._npz: list[dict] = []
+        self._file = None
+        if self.fmt in ("csv", "jsonl"):
+            self._file = open(self.path, "w", newline="")
+            if self.fmt == "csv":
+                self._csv = csv.writer(self._file)
+                k = meta.num_points
+                self._csv.writerow(["frame", "timestamp", "face_id", "confidence", "success",
+                                    "pose_Rx", "pose_Ry", "pose_Rz", "pose_Tx", "pose_Ty", "pose_Tz"]
+                                   + [f"x_{i}" for i in range(k)] + [f"y_{i}" for i in range(k)]
+                                   + [f"sx_{i}" for i in range(k)] + [f"sy_{i}" for i in range(k)])
+        Path(str(self.path) + ".meta.json").write_text(json.dumps(meta.__dict__, default=str, indent=1))
+        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
+        self._thread.start()
+
+    # called from the consumer thread
+    def write(self, frame: Frame) -> None:
+        rows = [{"frame": frame.index, "timestamp": round(frame.timestamp_s, 6), "face_id": f.track_id,
+                 "confidence": float(np.mean(f.confidence)), "success": 1, "pose": _pose_cols(f),
+                 "landmarks": f.landmarks_px.astype(np.float32),
+                 "smoothed": (f.smoothed_px if f.smoothed_px is not None else f.landmarks_px).astype(np.float32)}
+                for f in frame.faces]
+        if not rows:
+            rows = [{"frame": frame.index, "timestamp": round(frame.timestamp_s, 6), "face_id": -1,
+                     "confidence": 0.0, "success": 0, "pose": [float("nan")] * 6, "landmarks": None, "smoothed": None}]
+        try:
+            self.q.put_nowait(rows)
+        except queue.Full:
+            self.lost_rows += len(rows)
+
+    def _run(self) -> None:
+        last_flush = time.monotonic()
+        while True:
+            try:
+                rows = self.q.get(timeout=0.2)
+            except queue.Empty:
+                rows = []
+            if rows is None:
+                break
+            for r in rows:
+                self._write_row(r)
+            if time.monotonic() - last_flush > self.flush_every_s:
+                self._flush()
+                last_flush = time.monotonic()
+        self._flush()
+
+    def _write_row(self, r: dict) -> None:
+        self.rows += 1
+        k = self.meta.num_points
+        lm = r["landmarks"] if r["landmarks"] is not None else np.full((k, 2), np.nan, np.float32)
+        sm = r["smoothed"] if r["smoothed"] is not None else lm
+        if self.fmt == "csv":
+            self._csv.writerow([r["frame"], r["timestamp"], r["face_id"], f"{r['confidence']:.4f}", r["success"],
+                                *[f"{v:.5f}" for v in r["pose"]], *[f"{v:.3f}" for v in lm[:, 0]],
+                                *[f"{v:.3f}" for v in lm[:, 1]], *[f"{v:.3f}" for v in sm[:, 0]],
+                                *[f"{v:.3f}" for v in sm[:, 1]]])
+        elif self.fmt == "jsonl":
+            self._file.write(json.dumps({**{k2: r[k2] for k2 in ("frame", "timestamp", "face_id", "confidence", "success", "pose")},
+                                         "landmarks": np.round(lm, 3).tolist(), "smoothed": np.round(sm, 3).tolist()}) + "\n")
+        else:
+            self._npz.append({**r, "landmarks": lm, "smoothed": sm})
+
+    def _flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        elif self._npz:
+            tmp = self.path.with_name(self.path.name + ".tmp.npz")
+            np.savez_compressed(tmp, **_stack_rows(self._npz, self.meta.num_points), meta=json.dumps(self.meta.__dict__, default=str))
+            tmp.replace(self.path)
+
+    def close(self) -> None:
+        self.q.put(None)
+        self._thread.join(timeout=30)
+        if self._file is not None:
+            self._file.close()
+
+
+def _stack_rows(rows: list[dict], k: int) -> dict[str, np.ndarray]:
+    """Rows -> arrays frames x faces x points x 2 (faces padded with NaN, ids -1)."""
+    frames = sorted({r["frame"] for r in rows})
+    fpos = {f: i for i, f in enumerate(frames)}
+    per_frame: dict[int, list[dict]] = {}
+    for r in rows:
+        if r["success"]:
+            per_frame.setdefault(r["frame"], []).append(r)
+    n_faces = max([len(v) for v in per_frame.values()] + [1])
+    lm = np.full((len(frames), n_faces, k, 2), np.nan, np.float32)
+    sm = lm.copy()
+    ids = np.full((len(frames), n_faces), -1, np.int32)
+    ts = np.zeros(len(frames))
+    for r in rows:
+        ts[fpos[r["frame"]]] = r["timestamp"]
+    for f, rs in per_frame.items():
+        for j, r in enumerate(rs):
+            lm[fpos[f], j], sm[fpos[f], j], ids[fpos[f], j] = r["landmarks"], r["smoothed"], r["face_id"]
+    return {"frame": np.array(frames), "timestamp": ts, "face_id": ids, "landmarks": lm, "smoothed": sm}
+
+
+def load_recording(path: str | Path) -> dict[str, np.ndarray]:
+    """Any recording -> {"frame", "timestamp", "face_id", "landmarks", "smoothed"} arrays (frames x faces x K x 2)."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        with np.load(path) as z:
+            return {k: z[k] for k in ("frame", "timestamp", "face_id", "landmarks", "smoothed")}
+    meta = json.loads(Path(str(path) + ".meta.json").read_text())
+    k = meta["num_points"]
+    rows = []
+    if path.suffix == ".csv":
+        with open(path) as f:
+            for r in csv.DictReader(f):
+                ok = int(r["success"])
+                arr = lambda p: np.array([[float(r[f"{p}x_{i}" if p else f"x_{i}"]), float(r[f"{p}y_{i}" if p else f"y_{i}"])]  # noqa: E731
+                                          for i in range(k)], np.float32)
+                rows.append({"frame": int(r["frame"]), "timestamp": float(r["timestamp"]), "face_id": int(r["face_id"]),
+                             "success": ok, "landmarks": arr(""), "smoothed": arr("s")})
+    else:
+        for line in path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                rows.append({**r, "landmarks": np.array(r["landmarks"], np.float32), "smoothed": np.array(r["smoothed"], np.float32)})
+    return _stack_rows(rows, k)

@@ -1,0 +1,122 @@
+"""Temporal smoothing of landmark arrays: Kalman (constant velocity), One Euro, or none.
+
+All state for a track lives in arrays shaped like the measurement (e.g. (K,2)), so one update is
+a handful of numpy operations whatever K is. The Kalman filter is filterpy's constant-velocity
+model: its process noise comes from filterpy's `Q_discrete_white_noise`; filterpy's KalmanFilter
+object itself holds one filter, and K*2 of them per frame would be K*2 Python objects, so the
+predict/update equations of the same model are applied here to all coordinates at once (each
+coordinate is an independent 2-state filter: position, velocity).
+
+Noise is expressed in face-size units (the `scale` passed in, e.g. the face box side), so one
+setting fits near and far faces; the measurement noise of each point grows as its confidence falls.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from filterpy.common import Q_discrete_white_noise
+
+
+@dataclass
+class KalmanConfig:
+    process_noise: float = 0.05      # acceleration variance, (face sides / s^2)^2
+    measurement_noise: float = 2e-5  # position variance at confidence 1, face sides^2
+    min_confidence: float = 0.05
+
+
+class KalmanSmoother:
+    def __init__(self, cfg: KalmanConfig | None = None):
+        self.cfg = cfg or KalmanConfig()
+        self.reset()
+
+    def reset(self) -> None:
+        self.x = None        # (..., 2): position, velocity per coordinate
+        self.P = None        # (..., 2, 2)
+        self.t = None
+
+    def update(self, z: np.ndarray, confidence: np.ndarray | None, timestamp_s: float, scale: float = 1.0) -> np.ndarray:
+        """z (...) measurement, confidence broadcastable to z's leading dims (e.g. (K,) for (K,2))."""
+        z = np.asarray(z, np.float64)
+        conf = np.ones(z.shape[:-1] if z.ndim > 1 else ()) if confidence is None else np.asarray(confidence, np.float64)
+        r = self.cfg.measurement_noise * scale ** 2 / np.maximum(conf, self.cfg.min_confidence)[..., None] ** 2
+        r = np.broadcast_to(r, z.shape)
+        if self.x is None:
+            self.x = np.stack([z, np.zeros_like(z)], -1)
+            self.P = np.zeros(z.shape + (2, 2))
+            self.P[..., 0, 0] = r
+            self.P[..., 1, 1] = r * 1e4
+            self.t = timestamp_s
+            return z.copy()
+        dt = max(timestamp_s - self.t, 1e-3)
+        self.t = timestamp_s
+        F = np.array([[1.0, dt], [0.0, 1.0]])
+        Q = Q_discrete_white_noise(dim=2, dt=dt, var=self.cfg.process_noise * scale ** 2)
+        # predict
+        x = self.x @ F.T
+        P = F @ self.P @ F.T + Q
+        # update with H = [1, 0]
+        s = P[..., 0, 0] + r
+        k = P[..., :, 0] / s[..., None]                     # (..., 2) Kalman gain
+        x = x + k * (z - x[..., 0])[..., None]
+        P = P - k[..., :, None] * P[..., None, 0, :]
+        self.x, self.P = x, P
+        return x[..., 0].copy()
+
+
+@dataclass
+class OneEuroConfig:
+    """MediaPipe's defaults for landmarks (in face-size units: cutoffs in Hz, beta per face side/s)."""
+
+    min_cutoff: float = 0.05
+    beta: float = 80.0
+    d_cutoff: float = 1.0
+
+
+class OneEuroSmoother:
+    """One Euro filter (Casiez et al. 2012), vectorised over all coordinates."""
+
+    def __init__(self, cfg: OneEuroConfig | None = None):
+        self.cfg = cfg or OneEuroConfig()
+        self.reset()
+
+    def reset(self) -> None:
+        self.x = self.dx = self.t = None
+
+    @staticmethod
+    def _alpha(cutoff, dt):
+        tau = 1.0 / (2 * np.pi * cutoff)
+        return 1.0 / (1.0 + tau / dt)
+
+    def update(self, z: np.ndarray, confidence: np.ndarray | None, timestamp_s: float, scale: float = 1.0) -> np.ndarray:
+        z = np.asarray(z, np.float64)
+        if self.x is None:
+            self.x, self.dx, self.t = z.copy(), np.zeros_like(z), timestamp_s
+            return z.copy()
+        dt = max(timestamp_s - self.t, 1e-3)
+        self.t = timestamp_s
+        dx = (z - self.x) / dt / scale
+        a_d = self._alpha(self.cfg.d_cutoff, dt)
+        self.dx = a_d * dx + (1 - a_d) * self.dx
+        cutoff = self.cfg.min_cutoff + self.cfg.beta * np.abs(self.dx)
+        a = self._alpha(cutoff, dt)
+        self.x = a * z + (1 - a) * self.x
+        return self.x.copy()
+
+
+class NoSmoother:
+    def reset(self) -> None:
+        pass
+
+    def update(self, z, confidence, timestamp_s, scale=1.0):
+        return np.asarray(z, np.float64).copy()
+
+
+SMOOTHERS = {"kalman": (KalmanSmoother, KalmanConfig), "one_euro": (OneEuroSmoother, OneEuroConfig), "none": (NoSmoother, None)}
+
+
+def build_smoother(name: str, settings: dict | None = None):
+    if name not in SMOOTHERS:
+        raise ValueError(f"unknown smoothing {name!r}; choose one of {sorted(SMOOTHERS)}")
+    cls, cfg_cls = SMOOTHERS[name]
+    return cls(cfg_cls(**(settings or {}))) if cfg_cls else cls()

@@ -1,0 +1,171 @@
+"""Frame sources: webcam (OpenCV), files and network streams (PyAV), image folders, the demo clip.
+
+Every source yields (image BGR uint8, timestamp_s) and says whether it is live (a camera or a
+network stream: frames may be dropped) or a file (every frame is processed, unless paced).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from models.data import IMAGE_EXTS
+
+NETWORK_SCHEMES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+VIDEO_EXTS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".y4m", ".gif", ".ts", ".flv", ".wmv")
+
+
+class SourceError(RuntimeError):
+    """A source that cannot be opened or read; the message says what to do."""
+
+
+class Source:
+    live = False
+    fps: float | None = None
+    description = ""
+
+    def frames(self) -> Iterator[tuple[np.ndarray, float]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class WebcamSource(Source):
+    live = True
+
+    def __init__(self, index: int, width: int = 640, height: int = 480):
+        self.cap = cv2.VideoCapture(index)
+        if not self.cap.isOpened():
+            raise SourceError(f"camera {index} did not open; check it is connected and free, or use --source demo / a video file")
+        self.cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+        self.cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+        self.fps = self.cap.get(cv2.CAP_PROP_FPS) or 30.0
+        self.description = f"camera {index}"
+
+    def frames(self):
+        while True:
+            ok, img = self.cap.read()
+            if not ok:
+                raise SourceError(f"{self.description} stopped delivering frames (disconnected?)")
+            yield img, time.monotonic()
+
+    def close(self):
+        self.cap.release()
+
+
+def _to_bgr(image: np.ndarray) -> np.ndarray:
+    """Grayscale / RGBA / 16-bit frames -> 3-channel uint8 BGR."""
+    if image.dtype != np.uint8:
+        image = (image / (np.iinfo(image.dtype).max / 255)).astype(np.uint8) if image.dtype.kind in "ui" else \
+            np.clip(image * 255, 0, 255).astype(np.uint8)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
+
+
+class AvSource(Source):
+    """Video files and network streams through PyAV, with the stream's own timestamps."""
+
+    def __init__(self, location: str, realtime: bool = False, timeout_s: float = 10.0):
+        import av
+        self.live = location.startswith(NETWORK_SCHEMES)
+        self.realtime = realtime
+        self.description = location
+        if not self.live:
+            p = Path(location)
+            if not p.is_file():
+                raise SourceError(f"video file {location} not found; check the path")
+            if p.stat().st_size == 0:
+                raise SourceError(f"video file {location} is empty (0 bytes)")
+        try:
+            self.container = av.open(location, timeout=(timeout_s, timeout_s) if self.live else None)
+        except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+            raise SourceError(f"cannot open {location} as video ({e.__class__.__name__}: {str(e)[:100]}); "
+                              "check it is a playable video or reachable stream") from None
+        if not self.container.streams.video:
+            self.container.close()
+            raise SourceError(f"{location} has no video stream")
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO"
+        rate = self.stream.average_rate or self.stream.guessed_rate
+        self.fps = float(rate) if rate else 30.0
+
+    def frames(self):
+        import av
+        start_wall, first_ts = None, None
+        n = 0
+        try:
+            for frame in self.container.decode(self.stream):
+                ts = float(frame.time) if frame.time is not None else n / self.fps
+                n += 1
+                if self.realtime:
+                    if start_wall is None:
+                        start_wall, first_ts = time.perf_counter(), ts
+                    delay = (ts - first_ts) - (time.perf_counter() - start_wall)
+                    if delay > 0:
+                        time.sleep(delay)
+                yield _to_bgr(frame.to_ndarray(format="bgr24")), ts
+        except av.FFmpegError as e:
+            if n == 0:
+                raise SourceError(f"cannot decode {self.description} ({str(e)[:100]}); the file is corrupt or unsupported") from None
+            # a truncated file: keep what decoded, end cleanly
+        if n == 0:
+            raise SourceError(f"{self.description} holds no decodable video frames")
+
+    def close(self):
+        self.container.close()
+
+
+class FolderSource(Source):
+    def __init__(self, folder: str, fps: float = 30.0):
+        self.paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        if not self.paths:
+            raise SourceError(f"folder {folder} has no images ({', '.join(IMAGE_EXTS)})")
+        self.fps = fps
+        self.description = f"{folder} ({len(self.paths)} images)"
+
+    def frames(self):
+        for i, p in enumerate(self.paths):
+            img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+            if img is None:
+                continue  # an unreadable file in a folder is skipped, the rest still run
+            yield _to_bgr(img), i / self.fps
+
+
+def open_source(spec: str | int, realtime: bool = False, demo_frames: int = 300, fps: float = 30.0) -> Source:
+    """'demo', a camera index, a URL, a video file or an image folder."""
+    from stream.demo import DemoSource
+    spec = str(spec)
+    if spec == "demo" or spec.startswith("demo:"):
+        faces = int(spec.split(":")[1]) if ":" in spec else 1
+        return DemoSource(frames=demo_frames, fps=fps, faces=faces, realtime=realtime)
+    if spec.isdigit():
+        return WebcamSource(int(spec))
+    if spec.startswith(NETWORK_SCHEMES):
+        return AvSource(spec, realtime=False)
+    if "://" in spec:
+        raise SourceError(f"unsupported URL scheme in {spec!r}; supported: {', '.join(NETWORK_SCHEMES)}")
+    p = Path(spec)
+    if p.is_dir():
+        return FolderSource(spec, fps)
+    if not p.exists():
+        raise SourceError(f"source {spec!r} not found: give a camera index, a video file, an image folder, a URL or 'demo'")
+    if p.suffix.lower() in IMAGE_EXTS:
+        raise SourceError(f"{spec} is a single image; put it in a folder and pass the folder as --source")
+    return AvSource(spec, realtime=realtime)
+
+
+def default_source() -> tuple[str, str | None]:
+    """The first webcam if one opens, else the demo clip, with a notice saying so."""
+    cap = cv2.VideoCapture(0)
+    ok = cap.isOpened() and cap.read()[0]
+    cap.release()
+    if ok:
+        return "0", None
+    return "demo", "no webcam found: using the built-in demo clip (--source demo)"

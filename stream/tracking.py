@@ -1,0 +1,95 @@
+"""Detect once, then track from the last landmarks (as OpenSeeFace and MediaPipe do).
+
+Track-id policy: a face keeps its id while every frame's landmarks stay confident; a face that is
+lost (landmarker finds nothing, or mean confidence under `lost_confidence`) loses its track, and
+when the detector finds it again it gets a new id. Ids are never reused within a run.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.detector import FaceBox
+
+
+@dataclass
+class TrackingConfig:
+    detect_every: int = 10          # also run the detector every N frames to pick up new faces
+    lost_confidence: float = 0.25   # mean landmark confidence under which a track is dropped
+    match_iou: float = 0.3          # detection <-> track association
+    max_faces: int = 10
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    x0, y0 = np.maximum(a[:2], b[:2])
+    x1, y1 = np.minimum(a[2:], b[2:])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+@dataclass
+class Track:
+    track_id: int
+    box: FaceBox
+    age: int = 0
+    landmarks_px: np.ndarray | None = None
+
+
+@dataclass
+class Tracker:
+    detector: object
+    cfg: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def __post_init__(self):
+        self.tracks: dict[int, Track] = {}
+        self._next_id = 0
+        self._last_detect = -10 ** 9
+        self._lock = threading.Lock()  # boxes are read by the detect stage, written by the landmark stage
+
+    def boxes(self, image: np.ndarray, index: int) -> tuple[list[int], list[FaceBox], set[int]]:
+        """(track ids, boxes, ids that are new this frame) for the landmarker."""
+        with self._lock:
+            tracks = dict(self.tracks)
+        new: set[int] = set()
+        if not tracks or index - self._last_detect >= self.cfg.detect_every:
+            self._last_detect = index
+            for det in self.detector(image):
+                if all(iou(det.xyxy(), t.box.xyxy()) < self.cfg.match_iou for t in tracks.values()):
+                    if len(tracks) >= self.cfg.max_faces:
+                        break
+                    tid = self._next_id
+                    self._next_id += 1
+                    tracks[tid] = Track(tid, det)
+                    new.add(tid)
+            with self._lock:
+                self.tracks.update({t: tracks[t] for t in new})
+        ids = list(tracks)
+        return ids, [tracks[i].box for i in ids], new
+
+    def update(self, track_ids: list[int], results: list) -> list[int]:
+        """Feed the landmarks back; returns the ids that were lost."""
+        lost = []
+        with self._lock:
+            for tid, res in zip(track_ids, results):
+                t = self.tracks.get(tid)
+                if t is None:
+                    continue
+                if res is None or float(np.mean(res.confidence)) < self.cfg.lost_confidence:
+                    lost.append(tid)
+                    del self.tracks[tid]
+                    continue
+                t.landmarks_px = res.landmarks_px
+                t.box = FaceBox.from_landmarks(res.landmarks_px, float(np.mean(res.confidence)))
+                t.age += 1
+            # two tracks that converged on one face: keep the older
+            ids = sorted(self.tracks)
+            for i, a in enumerate(ids):
+                for b in ids[i + 1:]:
+                    if a in self.tracks and b in self.tracks and \
+                            iou(self.tracks[a].box.xyxy(), self.tracks[b].box.xyxy()) > 0.5:
+                        lost.append(b)
+                        del self.tracks[b]
+        return lost
