@@ -50,7 +50,8 @@ class OptimConfig:
 class DataConfig:
     cache_side_px: int = 256
     cache_box_scale: float = 1.8
-    val_faces: int = 100           # held out from the training split for best-model selection
+    val_faces: int = 100           # held out from the training split for best-model selection;
+                                   # 0 = validate on the training faces themselves (overfit checks)
     workers: int = 2
 
 
@@ -142,8 +143,8 @@ def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = 
         full = D.cache_in_memory(D.load_faces(data, "train"), spec)
     perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(o.seed))
     n_val = recipe.data.val_faces
-    val = D.FaceCache(full.images[perm[:n_val]], full.landmarks[perm[:n_val]], [])
     tr = D.FaceCache(full.images[perm[n_val:]], full.landmarks[perm[n_val:]], [])
+    val = D.FaceCache(full.images[perm[:n_val]], full.landmarks[perm[:n_val]], []) if n_val else tr
     if dev.type == "cuda":  # the whole cache fits on the GPU; augmentation then never leaves it
         tr.images, val.images = tr.images.to(dev), val.images.to(dev)
 
@@ -158,7 +159,7 @@ def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = 
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     codec = recipe.hih_codec()
 
-    steps_per_epoch = len(tr) // (o.batch_size * world)
+    steps_per_epoch = max(1, len(tr) // (o.batch_size * world))
     total_steps = steps_per_epoch * o.epochs
     gen = torch.Generator().manual_seed(o.seed + 1000 * rank + state["step"])
     log_path = out_dir / "log.csv"

@@ -1,0 +1,28 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+SHARED = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_300w() -> Path:
+    p = SHARED / "300w"
+    if not p.is_dir():
+        pytest.skip(f"real annotated faces not found at {p}")
+    return p
+
+
+@pytest.fixture(scope="session")
+def data_wflw() -> Path:
+    p = SHARED / "wflw"
+    if not p.is_dir():
+        pytest.skip(f"WFLW test faces not found at {p}")
+    return p

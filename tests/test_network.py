@@ -1,0 +1,100 @@
+"""Network size vs the paper, official checkpoint keys, safe weight loading, ONNX equivalence."""
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from models.network import build_network, count_params
+from models.weights import (WeightsError, export_onnx, load_checkpoint, load_into, official_state_dict,
+                            save_checkpoint)
+
+PAPER = dict(num_landmarks=98, input_px=256, channels=256, depth=4, head_channels=384, decimal_head="global",
+             keep_unused_skip=True)
+
+
+@pytest.mark.parametrize("stacks,params_m,keys", [(1, 10.37, None), (2, 14.47, None), (4, 22.68, 1552)])
+def test_paper_sizes(stacks, params_m, keys):
+    """Spec §2.4: HIH_T/S/B parameter counts (with the official dead skip layers), §2.5 key count."""
+    net = build_network({**PAPER, "stacks": stacks})
+    assert round(count_params(net) / 1e6, 2) == params_m
+    if keys:
+        assert len(net.state_dict()) == keys
+
+
+def test_official_checkpoint_layout_loads(tmp_path):
+    """A checkpoint in the official format (dict with state_dict/best_nme/optimizer/epoch, official
+    key names, a DataParallel prefix) loads strictly into our network."""
+    src = build_network({**PAPER, "stacks": 1, "num_landmarks": 68})
+    keys = list(src.state_dict())
+    assert "pre_conv.0.conv.weight" in keys and "hg0.res4_1.skip_layer.bn.running_var" in keys
+    assert "offset_head.down_ops.0.downsample.0.conv.weight" in keys and "offset_head.head.1.bias" in keys
+    ck = {"state_dict": {f"module.{k}": v for k, v in src.state_dict().items()}, "best_nme": 4.08,
+          "optimizer": {}, "epoch": 60}
+    torch.save(ck, tmp_path / "WFLW.pth")
+    dst = build_network({**PAPER, "stacks": 1, "num_landmarks": 68})
+    load_into(dst, official_state_dict(load_checkpoint(tmp_path / "WFLW.pth")), "WFLW.pth")
+    for k, v in src.state_dict().items():
+        assert torch.equal(v, dst.state_dict()[k])
+
+
+def test_wrong_architecture_is_a_clear_error():
+    small = build_network(dict(num_landmarks=68, input_px=64, stacks=1, channels=32, depth=2))
+    other = build_network(dict(num_landmarks=98, input_px=64, stacks=1, channels=32, depth=2))
+    with pytest.raises(WeightsError, match="does not match this architecture"):
+        load_into(small, other.state_dict(), "other.pt")
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_pickle_with_code_is_refused(tmp_path):
+    p = tmp_path / "evil.pt"
+    torch.save({"state_dict": {}, "x": Evil()}, p)
+    with pytest.raises(WeightsError, match="refused"):
+        load_checkpoint(p)
+
+
+def test_truncated_and_missing_files(tmp_path):
+    net = build_network(dict(num_landmarks=68, input_px=64, stacks=1, channels=32, depth=2))
+    p = tmp_path / "w.pt"
+    save_checkpoint({"state_dict": net.state_dict()}, p)
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    with pytest.raises(WeightsError, match="truncated"):
+        load_checkpoint(p)
+    with pytest.raises(WeightsError, match="not found"):
+        load_checkpoint(tmp_path / "nope.pt")
+    (tmp_path / "text.pt").write_text("hello")
+    with pytest.raises(WeightsError):
+        load_checkpoint(tmp_path / "text.pt")
+    assert pickle  # the module is used by the Evil test's protocol
+
+
+def test_save_load_round_trip(tmp_path):
+    net = build_network(dict(num_landmarks=68, input_px=64, stacks=1, channels=32, depth=2))
+    save_checkpoint({"state_dict": net.state_dict(), "recipe": {"a": 1}}, tmp_path / "w.pt")
+    ck = load_checkpoint(tmp_path / "w.pt")
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, ck["state_dict"][k])
+
+
+@pytest.mark.parametrize("head", ["roi", "global"])
+def test_onnx_matches_pytorch(tmp_path, head):
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    net = build_network(dict(num_landmarks=68, input_px=64, stacks=2, channels=32, depth=2, decimal_head=head)).eval()
+    # non-trivial BN statistics so the comparison means something
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    export_onnx(net, tmp_path / "m.onnx", 64)
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        ref = net(x)
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    hm, dec = sess.run(None, {"image": x.numpy()})
+    assert np.allclose(hm, ref["heatmaps"][:, -1].numpy(), atol=1e-4)
+    assert np.allclose(dec, ref["decimal"].numpy(), atol=1e-4)

@@ -1,0 +1,111 @@
+"""The training signal works end to end on real faces; DDP (gloo, 2 processes) matches single-process."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models import data as D
+from models.train import Recipe, evaluate_cache, train
+from models.weights import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "model": dict(num_landmarks=68, input_px=64, stacks=1, channels=64, depth=2, decimal_head="roi", roi_channels=8,
+                  roi_hidden=64),
+    "augment": dict(scale=0, rotate_p=0, shift=0, flip_p=0, brightness=0, contrast=0, saturation=0),
+    "optim": dict(lr=2e-3, batch_size=8, epochs=800, warmup_steps=10, eval_every_epochs=800),
+    "data": dict(val_faces=0),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(data_300w, tmp_path_factory):
+    faces = D.load_faces(data_300w, "train")[:8]
+    out = tmp_path_factory.mktemp("cache")
+    D.build_cache(faces, out, D.CacheSpec(128, 1.8))
+    return out
+
+
+@pytest.mark.slow
+def test_tiny_model_overfits_real_faces(tiny_cache, tmp_path):
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    recipe = Recipe.from_dict(TINY)
+    state = train(recipe, None, tmp_path, "cpu", cache_dir=tiny_cache, log=lambda *_: None)
+    ck = load_checkpoint(tmp_path / "best.pt")
+    from models.network import build_network
+    net = build_network(recipe.model)
+    net.load_state_dict(ck["state_dict"])
+    res = evaluate_cache(net, D.load_cache(tiny_cache), recipe, torch.device("cpu"))
+    # untrained: ~50% NME; a working training signal memorises 8 faces (measured: 2.1%)
+    assert res["hih"]["nme"] < 4.0, res
+    # and the decimal map carries sub-cell information: it beats every integer-only decode
+    # (measured: argmax 7.1, DARK 4.6)
+    assert res["hih"]["nme"] < min(res[d]["nme"] for d in ("argmax", "quarter", "centroid", "dark", "softargmax"))
+    assert state["step"] == 800
+    assert (tmp_path / "log.csv").exists() and (tmp_path / "training.png").exists()
+
+
+def test_augmentation_keeps_landmarks_on_the_image(tiny_cache):
+    """One matrix moves image and landmarks: warping a dot image puts the dot where the point goes."""
+    cache = D.load_cache(tiny_cache)
+    img = torch.zeros_like(cache.images[:1])
+    x0, y0 = cache.landmarks[0, 30].round().long().tolist()   # nose tip
+    img[0, :, y0 - 1:y0 + 2, x0 - 1:x0 + 2] = 255
+    dot = D.FaceCache(img, cache.landmarks[:1], [""])
+    lm = dot.landmarks.clone()
+    lm[0, 30] = torch.tensor([x0, y0], dtype=torch.float32)
+    dot.landmarks = lm
+    gen = torch.Generator().manual_seed(5)
+    aug = D.AugmentConfig(brightness=0, contrast=0, saturation=0, flip_p=0.0)
+    for _ in range(5):
+        x, pts, _ = D.make_batch(dot, torch.tensor([0]), 64, aug, gen, torch.device("cpu"))
+        heat = x[0].sum(0)
+        y, xx = np.unravel_index(heat.argmax().item(), heat.shape)
+        assert abs(xx - pts[0, 30, 0].item()) <= 1.0 and abs(y - pts[0, 30, 1].item()) <= 1.0
+
+
+def test_flip_swaps_left_and_right(tiny_cache):
+    cache = D.load_cache(tiny_cache)
+    gen = torch.Generator().manual_seed(0)
+    aug = D.AugmentConfig(scale=0, rotate_p=0, shift=0, flip_p=1.0, brightness=0, contrast=0, saturation=0)
+    _, flipped, _ = D.make_batch(cache, torch.arange(4), 64, aug, gen, torch.device("cpu"))
+    _, plain, _ = D.make_batch(cache, torch.arange(4), 64, None, gen, torch.device("cpu"))
+    # point 36 (image-left eye corner) stays on the image left after flipping, 45 on the right
+    assert (flipped[:, 36, 0] < flipped[:, 45, 0]).all() and (plain[:, 36, 0] < plain[:, 45, 0]).all()
+    assert torch.allclose(flipped[:, 36, 0], 63 - plain[:, 45, 0], atol=1e-3)
+
+
+DDP_SCRIPT = r"""
+import sys, torch, json
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from models.train import Recipe, train
+torch.manual_seed(0)
+r = Recipe.from_dict({recipe!r})
+train(r, None, Path(sys.argv[1]), "cpu", cache_dir=Path({cache!r}), log=lambda *_: None)
+"""
+
+
+@pytest.mark.slow
+def test_ddp_gloo_matches_single_process(tiny_cache, tmp_path):
+    """Two gloo processes with batch 4 each = one process with batch 8: same data, same loss."""
+    base = {**TINY, "optim": dict(lr=1e-3, batch_size=8, epochs=3, warmup_steps=1, eval_every_epochs=3)}
+    ddp = {**TINY, "optim": dict(lr=1e-3, batch_size=4, epochs=3, warmup_steps=1, eval_every_epochs=3)}
+    logs = {}
+    for name, recipe, launcher in (("single", base, [sys.executable]),
+                                   ("ddp", ddp, [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                                                 "--master_port", "29531"])):
+        script = tmp_path / f"{name}.py"
+        script.write_text(DDP_SCRIPT.format(root=str(ROOT), recipe=recipe, cache=str(tiny_cache)))
+        out = tmp_path / name
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        subprocess.run(launcher + [str(script), str(out)], check=True, env=env, timeout=300, capture_output=True)
+        logs[name] = (out / "log.csv").read_text().splitlines()[-1].split(",")
+    loss_single, loss_ddp = float(logs["single"][4]), float(logs["ddp"][4])
+    # rank 0 logs its own half-batch loss; BN statistics differ per process: loose tolerance
+    assert abs(loss_single - loss_ddp) / loss_single < 0.25, (loss_single, loss_ddp)
