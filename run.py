@@ -44,7 +44,7 @@ def _load_yaml(path: str | Path) -> dict:
     return data
 
 
-TRACK_CHOICES = {"ui": ("opencv", "none"), "landmarker": ("hih", "mediapipe"), "smoothing": ("kalman", "one_euro", "none"),
+TRACK_CHOICES = {"ui": ("auto", "opencv", "none"), "landmarker": ("hih", "mediapipe"), "smoothing": ("kalman", "one_euro", "none"),
                  "detector": ("blazeface", "haar"), "precision": ("fp32", "fp16", "bf16")}
 
 
@@ -88,6 +88,14 @@ def cmd_track(args: argparse.Namespace) -> int:
 
     cfg = track_settings(args)
     ui = None
+    if cfg["ui"] == "auto":
+        from ui.opencv_window import DisplayError, check_display
+        try:
+            check_display()
+            cfg["ui"] = "opencv"
+        except DisplayError:
+            cfg["ui"] = "none"
+            print("no display: running without a window (--ui none); progress is printed here", file=sys.stderr)
     if cfg["ui"] == "opencv":
         from ui.opencv_window import DisplayError, OpenCVWindow
         try:
@@ -193,13 +201,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from models.data import DataError, load_faces
+    from models.evaluate import evaluate, write_report
+    from models.weights import WeightsError
+
+    try:
+        faces = load_faces(args.data, "test")
+        if args.limit:
+            faces = faces[: args.limit]
+        res = evaluate(faces, args.weights, args.competitors.split(",") if args.competitors else [],
+                       tuple(args.decodes.split(",")), args.device)
+    except (DataError, WeightsError) as e:
+        raise CliError(str(e)) from None
+    title = args.title or f"{Path(args.data).name} ({len(faces)} faces)"
+    print(write_report(res, Path(args.out), title))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run.py", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command")
 
     tr = sub.add_parser("track", help="track faces live (the default)")
     tr.add_argument("--source", help="camera index, video file, image folder, URL, demo or demo:N (default: webcam, else demo)")
-    tr.add_argument("--ui", help="opencv | none")
+    tr.add_argument("--ui", help="auto | opencv | none (auto: a window when there is a display)")
     tr.add_argument("--landmarker", help="hih | mediapipe")
     tr.add_argument("--weights", help="HIH weights (default: the shipped models/weights/hih_small_300w.pt)")
     tr.add_argument("--device", help="auto | cpu | cuda[:i]")
@@ -216,6 +242,18 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--demo-frames", dest="demo_frames", type=int)
     tr.add_argument("--config", help="pipeline YAML (default configs/pipeline.yaml); flags win over it")
     tr.set_defaults(func=cmd_track)
+
+    ev = sub.add_parser("eval", help="NME / FR / AUC / CED on held-out annotated faces, with competitors")
+    ev.add_argument("--weights", default=str(ROOT / "models/weights/hih_small_300w.pt"))
+    ev.add_argument("--data", default=str(ROOT.parent / "shared/data/300w"),
+                    help="300-W root (test = helen_testset + lfpw_testset), a .pts folder, or a WFLW folder/list")
+    ev.add_argument("--competitors", default="mediapipe,pfld", help="comma list: mediapipe, pfld ('' for none)")
+    ev.add_argument("--decodes", default="hih,dark,centroid,argmax", help="decodes of our network to report")
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--limit", type=int, default=0)
+    ev.add_argument("--title")
+    ev.add_argument("--out", default=str(ROOT / "bench/results"))
+    ev.set_defaults(func=cmd_eval)
 
     t = sub.add_parser("train", help="train an HIH model")
     t.add_argument("--config", default=str(ROOT / "configs/hih_small.yaml"))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import zipfile
 from pathlib import Path
 
 import torch
@@ -36,6 +37,8 @@ def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} not found; pass --weights PATH or train one with `run.py train`")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is damaged or foreign
+        raise WeightsError(f"cannot read weights {path}: the file is truncated or not a torch checkpoint")
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

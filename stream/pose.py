@@ -38,6 +38,9 @@ def rotation_to_euler(rvec: np.ndarray) -> np.ndarray:
 
 
 def estimate_pose(landmarks_px: np.ndarray, image_size: tuple[int, int]) -> HeadPose | None:
+    """None for a landmark scheme without the template points (neither 68 nor Face Mesh)."""
+    if len(landmarks_px) not in (68, 468, 478):
+        return None
     w, h = image_size
     ok, rvec, tvec = cv2.solvePnP(TEMPLATE_3D, template_points(landmarks_px), camera_matrix(w, h), None,
                                   flags=cv2.SOLVEPNP_EPNP)

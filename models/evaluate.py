@@ -1,0 +1,141 @@
+"""Evaluation on held-out annotated faces: our decodes and competitors on the same faces and boxes.
+
+Protocol: every method gets the same face square (the ground-truth 68-point landmark extent, as
+the training crops; documented optimistic vs detector boxes), each applies its own margin
+convention (ours 1.3x, PFLD 1.2x, Face Mesh 2x). Predictions and ground truth are compared as 68
+iBUG points in original image pixels; NME is normalised by the outer-eye-corner distance.
+Index maps: WFLW-98 -> 68 and Face Mesh 478 -> 68 in models/schemes.py.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from models import crop
+from models.data import Face
+from models.detector import FaceBox
+from models.metrics import ced, nme_per_face, summarize
+from models.schemes import MEDIAPIPE_TO_68, SCHEMES, WFLW98_TO_68
+
+PFLD_ONNX = Path(__file__).resolve().parents[2] / "shared/data/checkpoints/pfld_ghostone_wflw98/PFLD_GhostOne_112_1_opt_sim.onnx"
+
+
+def to_68(pts: np.ndarray) -> np.ndarray:
+    if pts.shape[-2] == 68:
+        return pts
+    if pts.shape[-2] == 98:
+        return pts[..., WFLW98_TO_68, :]
+    if pts.shape[-2] in (468, 478):
+        return pts[..., MEDIAPIPE_TO_68, :]
+    raise ValueError(f"no map from {pts.shape[-2]} points to 68")
+
+
+class PFLDCompetitor:
+    """PFLD-GhostOne (WFLW-98) on onnxruntime; I/O as its SOURCE.md: BGR, [-1,1], 112 px, 1.2x square."""
+
+    name = "PFLD-GhostOne (98->68)"
+
+    def __init__(self, path: Path = PFLD_ONNX):
+        import onnxruntime as ort
+        self.sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def __call__(self, image: np.ndarray, box: FaceBox) -> np.ndarray:
+        m = crop.similarity(box.center_px, box.side_px * 1.2, 112)
+        x = crop.warp(image, m, 112).astype(np.float32) / 255
+        x = ((x - 0.5) / 0.5).transpose(2, 0, 1)[None]
+        out = self.sess.run(None, {"input": x})[0].reshape(98, 2)
+        # normalised [0,1] of the crop -> crop pixel centres -> image px
+        return to_68(crop.transform_points(crop.invert(m), out.astype(np.float64) * 112 - 0.5))
+
+
+class MediaPipeCompetitor:
+    name = "MediaPipe Face Mesh (478->68)"
+
+    def __init__(self):
+        from models.landmarkers import MediaPipeLandmarker
+        self.lm = MediaPipeLandmarker()
+
+    def __call__(self, image: np.ndarray, box: FaceBox) -> np.ndarray | None:
+        res = self.lm(image, [box])[0]
+        return None if res is None else to_68(res.landmarks_px)
+
+
+@dataclass
+class EvalResult:
+    rows: dict[str, dict]          # method -> summary (nme, fr, auc, n, detected)
+    per_face: dict[str, np.ndarray]
+    subsets: dict[str, dict[str, float]]
+
+
+def evaluate(faces: list[Face], weights: str | Path, competitors: list[str], decodes=("hih", "dark", "argmax"),
+             device: str = "cpu") -> EvalResult:
+    from models.engine import LandmarkEngine
+
+    engines = {d: LandmarkEngine(weights, device, decode=d) for d in decodes}
+    comp = []
+    if "mediapipe" in competitors:
+        comp.append(MediaPipeCompetitor())
+    if "pfld" in competitors and PFLD_ONNX.exists():
+        comp.append(PFLDCompetitor())
+    preds: dict[str, list] = {**{f"hihtrack ({d} decode)": [] for d in decodes}, **{c.name: [] for c in comp}}
+    gts = []
+    for f in faces:
+        image = cv2.imread(str(f.image_path))
+        gt68 = to_68(f.landmarks_px)
+        gts.append(gt68)
+        box = FaceBox.from_landmarks(gt68)
+        for d, e in engines.items():
+            m = e.crop_matrices(box.center_px[None], np.array([box.side_px]))
+            preds[f"hihtrack ({d} decode)"].append(e.landmarks(image, m)[0][0])
+        for c in comp:
+            preds[c.name].append(c(image, box))
+    gt = np.stack(gts)
+    ocular = SCHEMES[68].ocular
+    rows, per_face = {}, {}
+    for name, p in preds.items():
+        ok = np.array([q is not None for q in p])
+        arr = np.stack([q if q is not None else np.full((68, 2), np.nan) for q in p])
+        nme = nme_per_face(arr[ok], gt[ok], ocular)
+        rows[name] = {**summarize(nme), "detected": int(ok.sum())}
+        per_face[name] = np.where(ok, 0, np.nan)
+        per_face[name][ok] = nme
+    subsets = {}
+    attrs = sorted({k for f in faces for k in f.attributes})
+    for a in attrs:
+        sel = np.array([f.attributes.get(a, 0) == 1 for f in faces])
+        subsets[a] = {name: 100 * float(np.nanmean(v[sel])) for name, v in per_face.items()}
+    for s in sorted({f.subset for f in faces}):
+        sel = np.array([f.subset == s for f in faces])
+        if 0 < sel.sum() < len(faces):
+            subsets[s] = {name: 100 * float(np.nanmean(v[sel])) for name, v in per_face.items()}
+    return EvalResult(rows, per_face, subsets)
+
+
+def write_report(res: EvalResult, out_dir: Path, title: str) -> str:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = [f"### {title}", "", "| method | NME % | FR@0.1 % | AUC@0.1 | faces |", "|---|---|---|---|---|"]
+    for name, r in res.rows.items():
+        lines.append(f"| {name} | {r['nme']:.2f} | {r['fr']:.2f} | {r['auc']:.3f} | {r['detected']}/{len(res.per_face[name])} |")
+    if res.subsets:
+        names = list(res.rows)
+        lines += ["", "| subset | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for s, v in res.subsets.items():
+            lines.append(f"| {s} | " + " | ".join(f"{v[n]:.2f}" for n in names) + " |")
+    md = "\n".join(lines) + "\n"
+    slug = title.lower().replace(" ", "_").replace("/", "-")
+    (out_dir / f"{slug}.md").write_text(md)
+    (out_dir / f"{slug}.json").write_text(json.dumps({"rows": res.rows, "subsets": res.subsets}, indent=1))
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, v in res.per_face.items():
+        t, c = ced(v[np.isfinite(v)])
+        ax.plot(t * 100, c * len(v[np.isfinite(v)]) / len(v), label=f"{name} ({res.rows[name]['nme']:.2f})")
+    ax.set_xlabel("NME %"); ax.set_ylabel("fraction of faces"); ax.set_title(f"CED: {title}"); ax.legend(fontsize=7)
+    ax.grid(alpha=0.3); fig.tight_layout(); fig.savefig(out_dir / f"{slug}_ced.png", dpi=90); plt.close(fig)
+    return md

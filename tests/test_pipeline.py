@@ -1,0 +1,172 @@
+"""Pipeline: drop policy, ordering/timestamps, detection on the demo clip, end-to-end tracking,
+a real video file written with PyAV, and recordings that load back."""
+import threading
+import time
+
+import av
+import numpy as np
+import pytest
+
+from models.detector import FaceBox, build_detector
+from stream.demo import DemoSource
+from stream.pipeline import LatestSlot, Pipeline, PipelineConfig
+from stream.recorders import Recorder, RecordMeta, load_recording
+from stream.sources import AvSource, Source, open_source
+from stream.tracking import Tracker
+
+
+class SlowLandmarker:
+    """Stands in for a landmarker slower than the camera: a fixed box-centred 'face'."""
+
+    scheme, num_points = "test-4", 4
+
+    def __init__(self, delay_s=0.0):
+        self.delay_s = delay_s
+
+    def __call__(self, image, boxes):
+        time.sleep(self.delay_s)
+        from models.landmarkers import LandmarkResult
+        return [LandmarkResult(np.array([b.center_px + d for d in ([-10, -10], [10, -10], [10, 10], [-10, 10])],
+                                        np.float32), np.ones(4, np.float32), b) for b in boxes]
+
+
+class FixedDetector:
+    def __call__(self, image):
+        return [FaceBox(np.array([320.0, 240.0]), 100.0)]
+
+
+class FastSource(Source):
+    """A 'camera' producing frames far faster than inference."""
+
+    live = True
+    description = "fast"
+
+    def __init__(self, n):
+        self.n = n
+
+    def frames(self):
+        for i in range(self.n):
+            time.sleep(0.001)
+            yield np.zeros((480, 640, 3), np.uint8), float(i)
+
+
+def test_latest_slot_drops_old_items():
+    slot = LatestSlot()
+    for i in range(5):
+        slot.put(i)
+    assert slot.get() == 4 and slot.dropped == 4
+
+
+def test_live_source_drops_frames_when_inference_is_slow():
+    pipe = Pipeline(FastSource(300), Tracker(FixedDetector()), SlowLandmarker(0.02), PipelineConfig(smoothing="none"))
+    with pipe:
+        frames = list(pipe.results())
+    assert pipe.stats.dropped > 100            # most frames were dropped, not queued
+    assert len(frames) + pipe.stats.dropped <= 300
+    idx = [f.index for f in frames]
+    assert idx == sorted(idx)                   # in order
+    ts = [f.timestamp_s for f in frames]
+    assert ts == sorted(ts)
+    assert max(f.latency_ms() for f in frames[:-1]) < 1000  # latency stays bounded
+
+
+def test_file_source_keeps_every_frame_in_order():
+    src = DemoSource(frames=40)
+    pipe = Pipeline(src, Tracker(FixedDetector()), SlowLandmarker(0.005), PipelineConfig(smoothing="kalman"))
+    with pipe:
+        frames = list(pipe.results())
+    assert [f.index for f in frames] == list(range(40))
+    assert np.allclose([f.timestamp_s for f in frames], np.arange(40) / 30.0)
+    assert all({"detect", "landmarks", "smooth"} <= set(f.timings_ms) for f in frames)
+    assert all(f.faces[0].track_id == 0 for f in frames)   # one stable track
+
+
+def test_detector_finds_the_face_in_the_demo_clip():
+    src = DemoSource(frames=60)
+    det = build_detector("blazeface")
+    for i in range(0, 60, 10):
+        boxes = det(src.render(i))
+        c, side = src.true_boxes(i)[0]
+        assert len(boxes) == 1
+        assert np.linalg.norm(boxes[0].center_px - c) < 0.15 * side
+        assert 0.8 < boxes[0].side_px / side < 1.25
+
+
+@pytest.mark.parametrize("landmarker", ["mediapipe", "hih"])
+def test_end_to_end_demo_tracks_the_face(landmarker):
+    from models.landmarkers import build_landmarker
+    src = DemoSource(frames=60)
+    lm = build_landmarker(landmarker)
+    pipe = Pipeline(src, Tracker(build_detector("blazeface")), lm)
+    with pipe:
+        frames = list(pipe.results())
+    assert len(frames) == 60
+    for f in frames:
+        assert len(f.faces) == 1, f.index
+        c, side = src.true_boxes(f.index)[0]
+        pts = f.faces[0].smoothed_px
+        centre = (pts.min(0) + pts.max(0)) / 2
+        assert np.linalg.norm(centre - c) < 0.15 * side, (f.index, centre, c)
+        assert f.faces[0].pose is not None
+
+
+def write_video(path, frames, fps=25):
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 640, 480, "yuv420p"
+        for img in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def test_real_video_file_through_pyav(tmp_path):
+    demo = DemoSource(frames=30)
+    path = tmp_path / "clip.mp4"
+    write_video(path, [demo.render(i) for i in range(30)])
+    src = open_source(str(path))
+    assert isinstance(src, AvSource) and abs(src.fps - 25) < 0.01
+    from models.landmarkers import build_landmarker
+    pipe = Pipeline(src, Tracker(build_detector("blazeface")), build_landmarker("hih"))
+    with pipe:
+        frames = list(pipe.results())
+    assert len(frames) == 30
+    assert np.allclose([f.timestamp_s for f in frames], np.arange(30) / 25, atol=1e-3)  # the file's own clock
+    assert all(len(f.faces) == 1 for f in frames)
+
+
+@pytest.mark.parametrize("ext", [".csv", ".jsonl", ".npz"])
+def test_recording_round_trip(tmp_path, ext):
+    src = DemoSource(frames=20)
+    pipe = Pipeline(src, Tracker(FixedDetector()), SlowLandmarker())
+    meta = RecordMeta("test-4", 4, "test", None, src.description, 30.0)
+    rec = Recorder(tmp_path / f"r{ext}", meta)
+    faces = []
+    with pipe:
+        for f in pipe.results():
+            rec.write(f)
+            faces.append((f.faces[0].landmarks_px, f.faces[0].smoothed_px))
+    rec.close()
+    data = load_recording(tmp_path / f"r{ext}")
+    assert data["landmarks"].shape == (20, 1, 4, 2)
+    assert np.allclose(data["landmarks"][:, 0], [a for a, _ in faces], atol=1e-3)
+    assert np.allclose(data["smoothed"][:, 0], [b for _, b in faces], atol=1e-3)
+    assert np.allclose(data["timestamp"], np.arange(20) / 30, atol=1e-5)
+    with pytest.raises(ValueError, match="already exists"):
+        Recorder(tmp_path / f"r{ext}", meta)
+
+
+def test_stage_exception_ends_the_run_with_the_error():
+    class Broken(Source):
+        live = True
+
+        def frames(self):
+            yield np.zeros((48, 64, 3), np.uint8), 0.0
+            raise RuntimeError("camera unplugged")
+
+    pipe = Pipeline(Broken(), Tracker(FixedDetector()), SlowLandmarker())
+    with pytest.raises(RuntimeError, match="unplugged"):
+        with pipe:
+            list(pipe.results())
+    assert not any(t.is_alive() for t in threading.enumerate() if t.name in ("_capture", "_detect", "_landmarks", "_smooth"))
