@@ -219,6 +219,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if args.what == "quantization":
+        from bench.quantization import study, write
+        data = Path(args.data) if args.data else ROOT.parent / "shared/data"
+        sets = {name: data / name for name in ("300w", "wflw") if (data / name).exists()}
+        if not sets:
+            raise CliError(f"no annotated sets (300w/, wflw/) under {data}; pass --data ../shared/data")
+        print(write(study(sets), out))
+    elif args.what == "speed":
+        from bench.speed import run_speed
+        print(run_speed(args.device, out, quick=args.quick))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run.py", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command")
@@ -254,6 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--title")
     ev.add_argument("--out", default=str(ROOT / "bench/results"))
     ev.set_defaults(func=cmd_eval)
+
+    b = sub.add_parser("bench", help="benchmarks: quantization | speed (tables, JSON and plots in bench/results)")
+    b.add_argument("what", choices=("quantization", "speed"))
+    b.add_argument("--data", help="folder holding 300w/ and wflw/ (default ../shared/data)")
+    b.add_argument("--device", default="cpu", help="speed: cpu | cuda")
+    b.add_argument("--quick", action="store_true", help="speed: fewer repetitions")
+    b.add_argument("--out", default=str(ROOT / "bench/results"))
+    b.set_defaults(func=cmd_bench)
 
     t = sub.add_parser("train", help="train an HIH model")
     t.add_argument("--config", default=str(ROOT / "configs/hih_small.yaml"))

@@ -9,6 +9,7 @@ Index maps: WFLW-98 -> 68 and Face Mesh 478 -> 68 in models/schemes.py.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,7 +127,7 @@ def write_report(res: EvalResult, out_dir: Path, title: str) -> str:
         for s, v in res.subsets.items():
             lines.append(f"| {s} | " + " | ".join(f"{v[n]:.2f}" for n in names) + " |")
     md = "\n".join(lines) + "\n"
-    slug = title.lower().replace(" ", "_").replace("/", "-")
+    slug = "eval_" + re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")
     (out_dir / f"{slug}.md").write_text(md)
     (out_dir / f"{slug}.json").write_text(json.dumps({"rows": res.rows, "subsets": res.subsets}, indent=1))
     import matplotlib
