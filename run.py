@@ -115,53 +115,92 @@ def cmd_track(args: argparse.Namespace) -> int:
     recorder = _open_recorder(cfg, landmarker, source) if cfg.get("record") else None
     smoothing = cfg.get("smoothing", "kalman")
     pcfg = PipelineConfig(smoothing=smoothing, smoothing_settings=cfg.get(smoothing, {}) or {})
-    max_frames = int(cfg.get("max_frames") or 0)
+    session = _Session(ui, recorder, smoothing, int(cfg.get("max_frames") or 0))
     print(f"tracking {source.description} with {cfg['landmarker']} landmarks, {smoothing} smoothing", file=sys.stderr)
-    pipe = Pipeline(source, tracker, landmarker, pcfg).start()
-    recording = recorder is not None
-    last_print = 0.0
-    error = None
+    error, summaries = None, []
     try:
-        for frame in pipe.results():
-            if recorder is not None and recording:
-                recorder.write(frame)
-            from ui.draw import stats_lines
-            lines = stats_lines(frame, pipe.stats.fps(), pipe.stats.dropped, smoothing if pipe.smoothing_enabled else "off", recording)
-            if ui is not None:
-                action = ui.show(frame, lines)
-                if action == "quit":
-                    break
-                if action == "toggle_smoothing":
-                    pipe.smoothing_enabled = not pipe.smoothing_enabled
-                elif action == "toggle_recording" and recorder is not None:
-                    recording = not recording
-                elif action == "toggle_drawing":
-                    ui.draw = not ui.draw
-            elif time.perf_counter() - last_print > 1.0:
-                last_print = time.perf_counter()
-                print("\r" + " | ".join(lines[:2]) + "   ", end="", file=sys.stderr, flush=True)
-            if max_frames and pipe.stats.frames_out >= max_frames:
+        while True:
+            pipe = Pipeline(source, tracker, landmarker, pcfg).start()
+            try:
+                session.consume(pipe)
                 break
+            except SourceError as e:
+                if not (cfg.get("reconnect") and source.live):
+                    error = str(e)
+                    break
+                source = _reopen(source_spec, str(e))
+            finally:
+                pipe.stop()
+                summaries.append(pipe.stats.summary())
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
-    except SourceError as e:
+    except CliError as e:
         error = str(e)
     finally:
-        pipe.stop()
         if recorder is not None:
             recorder.close()
         if ui is not None:
             ui.close()
         landmarker.close()
-    _print_summary(pipe.stats.summary(), recorder)
+    if summaries:
+        _print_summary(summaries[-1], recorder)
     if error:
         raise CliError(error + (" (recording saved)" if recorder else ""))
     return 0
 
 
+class _Session:
+    """The consumer side of `track`: draw or print progress, record, react to keys."""
+
+    def __init__(self, ui, recorder, smoothing: str, max_frames: int):
+        self.ui, self.recorder, self.smoothing, self.max_frames = ui, recorder, smoothing, max_frames
+        self.recording = recorder is not None
+        self.frames = 0
+        self._last_print = 0.0
+
+    def consume(self, pipe) -> None:
+        from ui.draw import stats_lines
+
+        for frame in pipe.results():
+            self.frames += 1
+            if self.recording:
+                self.recorder.write(frame)
+            lines = stats_lines(frame, pipe.stats.fps(), pipe.stats.dropped,
+                                self.smoothing if pipe.smoothing_enabled else "off", self.recording)
+            if self.ui is not None:
+                action = self.ui.show(frame, lines)
+                if action == "quit":
+                    return
+                if action == "toggle_smoothing":
+                    pipe.smoothing_enabled = not pipe.smoothing_enabled
+                elif action == "toggle_recording" and self.recorder is not None:
+                    self.recording = not self.recording
+                elif action == "toggle_drawing":
+                    self.ui.draw = not self.ui.draw
+            elif time.perf_counter() - self._last_print > 1.0:
+                self._last_print = time.perf_counter()
+                print("\r" + " | ".join(lines[:2]) + "   ", end="", file=sys.stderr, flush=True)
+            if self.max_frames and self.frames >= self.max_frames:
+                return
+
+
+def _reopen(spec: str, why: str, attempts: int = 10, wait_s: float = 2.0):
+    """--reconnect: reopen a camera or stream that stopped, a few times, then give up."""
+    from stream.sources import SourceError, open_source
+
+    print(f"\n{why}; reconnecting", file=sys.stderr)
+    for _ in range(attempts):
+        time.sleep(wait_s)
+        try:
+            return open_source(spec)
+        except SourceError:
+            continue
+    raise CliError(f"{why}; gave up after {attempts} reconnect attempts")
+
+
 def _open_recorder(cfg: dict, landmarker, source):
     from models.weights import file_sha256
-    from stream.recorders import RecordError, Recorder, RecordMeta
+    from stream.recorders import Recorder, RecordError, RecordMeta
 
     wp = getattr(landmarker, "weights_path", None)
     meta = RecordMeta(landmarker.scheme, landmarker.num_points, cfg["landmarker"], file_sha256(wp) if wp else None,
@@ -183,6 +222,7 @@ def _print_summary(s: dict, recorder) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
+
     from models.train import Recipe, train
 
     recipe = Recipe.from_dict(_load_yaml(args.config))

@@ -57,13 +57,13 @@ def run_speed(device: str = "cpu", out_dir: Path = Path("bench/results"), quick:
             crops = eng.crops(img, m)
             x = eng._preprocess(torch.from_numpy(crops).to(eng.device))
 
-            def model_only():
+            def model_only(eng=eng, x=x):
                 with torch.inference_mode(), torch.autocast(eng.device.type, dtype=eng.dtype,
                                                             enabled=eng.dtype != torch.float32):
                     eng.net(x)
 
             ms_model = _time(model_only, reps, sync)
-            ms_stage = _time(lambda: eng.landmarks(img, m), reps, sync)
+            ms_stage = _time(lambda eng=eng, img=img, m=m: eng.landmarks(img, m), reps, sync)
             rows.append({"device": device, "precision": prec, "batch": b, "model_ms": ms_model, "stage_ms": ms_stage,
                          "model_faces_s": 1000 * b / ms_model, "stage_faces_s": 1000 * b / ms_stage,
                          "stage_ms_per_face": ms_stage / b})

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from models import crop
-from models.codec import HIHCodec, build_codec
+from models.codec import build_codec
 from models.network import build_network
 from models.train import Recipe
 from models.weights import WeightsError, load_checkpoint, load_into

@@ -28,7 +28,7 @@ from models.losses import LossConfig, hih_loss
 from models.metrics import nme_per_face, summarize
 from models.network import NetworkConfig, build_network
 from models.schemes import scheme_for
-from models.weights import save_checkpoint, load_checkpoint
+from models.weights import load_checkpoint, save_checkpoint
 
 DECODES = ("hih", "argmax", "quarter", "centroid", "dark", "softargmax")
 
@@ -197,19 +197,19 @@ def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = 
             losses.append([float(parts[k].detach()) for k in ("loss", "heatmap", "decimal")])
             if rank == 0 and state["step"] % 20 == 0:
                 eta = (1 - progress) * elapsed / max(progress, 1e-9)
-                l = np.mean(losses[-20:], 0)
-                sys.stderr.write(f"\repoch {state['epoch']} step {state['step']} loss {l[0]:.5f} "
-                                 f"(hm {l[1]:.5f} dec {l[2]:.4f}) lr {lr:.2e} ETA {eta / 60:.1f} min   ")
+                recent = np.mean(losses[-20:], 0)
+                sys.stderr.write(f"\repoch {state['epoch']} step {state['step']} loss {recent[0]:.5f} "
+                                 f"(hm {recent[1]:.5f} dec {recent[2]:.4f}) lr {lr:.2e} ETA {eta / 60:.1f} min   ")
         state["epoch"] += 1
         state["elapsed_s"] = time.perf_counter() - t0
         if o.budget_s <= 0 and state["epoch"] >= o.epochs:
             done = True
         if rank == 0 and (done or state["epoch"] % o.eval_every_epochs == 0):
             res = evaluate_cache(model, val, recipe, dev)
-            l = np.mean(losses, 0) if losses else [float("nan")] * 3
+            mean_losses = np.mean(losses, 0) if losses else [float("nan")] * 3
             losses.clear()
             writer.writerow([state["epoch"], state["step"], round(state["elapsed_s"], 1), f"{lr:.3e}",
-                             *[f"{v:.6f}" for v in l], *[f"{res[d]['nme']:.3f}" for d in DECODES]])
+                             *[f"{v:.6f}" for v in mean_losses], *[f"{res[d]['nme']:.3f}" for d in DECODES]])
             logf.flush()
             best_decode = min(res, key=lambda d: res[d]["nme"])
             log(f"\nepoch {state['epoch']} ({state['elapsed_s'] / 60:.1f} min) val NME "

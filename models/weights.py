@@ -45,7 +45,8 @@ def load_checkpoint(path: str | Path) -> dict:
         raise WeightsError(f"refused to load {path}: it is not a plain weights file "
                            f"(weights_only=True rejected it: {str(e).splitlines()[0][:120]})") from None
     except Exception as e:  # noqa: BLE001 - torch raises many types for a damaged file
-        raise WeightsError(f"cannot read weights {path}: the file is truncated or not a torch checkpoint ({e.__class__.__name__})") from None
+        raise WeightsError(f"cannot read weights {path}: the file is truncated or not a torch checkpoint "
+                           f"({e.__class__.__name__})") from None
     if not isinstance(ck, dict):
         raise WeightsError(f"{path} holds a {type(ck).__name__}, not a checkpoint dict")
     return ck

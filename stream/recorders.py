@@ -173,11 +173,10 @@ def load_recording(path: str | Path) -> dict[str, np.ndarray]:
     if path.suffix == ".csv":
         with open(path) as f:
             for r in csv.DictReader(f):
-                ok = int(r["success"])
-                arr = lambda p: np.array([[float(r[f"{p}x_{i}" if p else f"x_{i}"]), float(r[f"{p}y_{i}" if p else f"y_{i}"])]  # noqa: E731
-                                          for i in range(k)], np.float32)
+                raw, smooth = (np.array([[float(r[f"{p}x_{i}"]), float(r[f"{p}y_{i}"])] for i in range(k)], np.float32)
+                               for p in ("", "s"))
                 rows.append({"frame": int(r["frame"]), "timestamp": float(r["timestamp"]), "face_id": int(r["face_id"]),
-                             "success": ok, "landmarks": arr(""), "smoothed": arr("s")})
+                             "success": int(r["success"]), "landmarks": raw, "smoothed": smooth})
     else:
         for line in path.read_text().splitlines():
             if line.strip():

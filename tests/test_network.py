@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from models.network import build_network, count_params
-from models.weights import (WeightsError, export_onnx, load_checkpoint, load_into, official_state_dict,
-                            save_checkpoint)
+from models.weights import WeightsError, export_onnx, load_checkpoint, load_into, official_state_dict, save_checkpoint
 
 PAPER = dict(num_landmarks=98, input_px=256, channels=256, depth=4, head_channels=384, decimal_head="global",
              keep_unused_skip=True)

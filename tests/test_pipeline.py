@@ -170,3 +170,19 @@ def test_stage_exception_ends_the_run_with_the_error():
         with pipe:
             list(pipe.results())
     assert not any(t.is_alive() for t in threading.enumerate() if t.name in ("_capture", "_detect", "_landmarks", "_smooth"))
+
+
+def test_two_faces_keep_stable_track_ids():
+    from models.landmarkers import build_landmarker
+    src = DemoSource(frames=45, faces=2)
+    pipe = Pipeline(src, Tracker(build_detector("blazeface")), build_landmarker("hih"))
+    with pipe:
+        frames = list(pipe.results())
+    ids = [sorted(f.track_id for f in fr.faces) for fr in frames]
+    assert all(i == ids[0] for i in ids) and len(ids[0]) == 2, ids[:3]
+    # each id stays on the same face (left / right half of the frame)
+    side = {f.track_id: f.smoothed_px[:, 0].mean() < 320 for f in frames[0].faces}
+    assert sorted(side.values()) == [False, True]
+    for fr in frames:
+        for face in fr.faces:
+            assert (face.smoothed_px[:, 0].mean() < 320) == side[face.track_id]

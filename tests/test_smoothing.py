@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from stream.smoothing import KalmanSmoother, NoSmoother, OneEuroSmoother, build_smoother
+from stream.smoothing import KalmanSmoother, NoSmoother, build_smoother
 
 FPS, FACE_PX, N = 30.0, 150.0, 300
 
@@ -51,7 +51,7 @@ def test_low_confidence_points_are_trusted_less():
 def test_variable_frame_intervals_and_reset():
     sm = KalmanSmoother()
     ts = np.cumsum(np.random.default_rng(3).uniform(0.01, 0.08, 100))
-    for i, t in enumerate(ts):
+    for t in ts:
         out = sm.update(np.array([[10.0 + 100 * t, 5.0]]), None, t, FACE_PX)
     assert abs(out[0, 0] - (10 + 100 * ts[-1])) < 1.0
     sm.reset()

@@ -6,7 +6,7 @@ import sys
 
 import cv2
 
-from ui.draw import DrawOptions, draw_frame, stats_lines
+from ui.draw import DrawOptions, draw_frame
 
 WINDOW = "hihtrack"
 
