@@ -44,7 +44,7 @@ def _load_yaml(path: str | Path) -> dict:
     return data
 
 
-TRACK_CHOICES = {"ui": ("auto", "opencv", "none"), "landmarker": ("hih", "mediapipe"), "smoothing": ("kalman", "one_euro", "none"),
+TRACK_CHOICES = {"ui": ("auto", "opencv", "gradio", "none"), "landmarker": ("hih", "mediapipe"), "smoothing": ("kalman", "one_euro", "none"),
                  "detector": ("blazeface", "haar"), "precision": ("fp32", "fp16", "bf16")}
 
 
@@ -87,6 +87,8 @@ def cmd_track(args: argparse.Namespace) -> int:
     from stream.sources import SourceError, default_source, open_source
 
     cfg = track_settings(args)
+    if cfg["ui"] == "gradio":
+        return _serve_gradio(cfg)
     ui = None
     if cfg["ui"] == "auto":
         from ui.opencv_window import DisplayError, check_display
@@ -146,6 +148,26 @@ def cmd_track(args: argparse.Namespace) -> int:
         _print_summary(summaries[-1], recorder)
     if error:
         raise CliError(error + (" (recording saved)" if recorder else ""))
+    return 0
+
+
+def _serve_gradio(cfg: dict) -> int:
+    """--ui gradio: the web app on 127.0.0.1 (or --host), --port, optional --share link."""
+    import socket
+
+    web = cfg.setdefault("gradio", {}) or {}
+    host, port = str(cfg.get("host") or web.get("host", "127.0.0.1")), int(cfg.get("port") or web.get("port", 7860))
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise CliError(f"port {port} on {host} is already in use; pass --port with a free one") from None
+    from ui.gradio_app import build_app
+
+    app = build_app(cfg)
+    print(f"hihtrack web app on http://{host}:{port}", file=sys.stderr)
+    app.queue(default_concurrency_limit=None).launch(server_name=host, server_port=port, share=bool(cfg.get("share")),
+                                                     show_error=True)
     return 0
 
 
@@ -268,6 +290,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not sets:
             raise CliError(f"no annotated sets (300w/, wflw/) under {data}; pass --data ../shared/data")
         print(write(study(sets), out))
+    elif args.what == "jitter":
+        from bench.jitter import run_jitter
+        cfg = _load_yaml(ROOT / "configs/pipeline.yaml")
+        print(run_jitter(out, args.faces, Path(args.data) / "300w" if args.data else None,
+                         defaults={"kalman": cfg.get("kalman", {}), "one_euro": cfg.get("one_euro", {})}))
     elif args.what == "speed":
         from bench.speed import run_speed
         print(run_speed(args.device, out, quick=args.quick))
@@ -280,7 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("track", help="track faces live (the default)")
     tr.add_argument("--source", help="camera index, video file, image folder, URL, demo or demo:N (default: webcam, else demo)")
-    tr.add_argument("--ui", help="auto | opencv | none (auto: a window when there is a display)")
+    tr.add_argument("--ui", help="auto | opencv | gradio | none (auto: a window when there is a display)")
+    tr.add_argument("--host", help="gradio: interface to bind (default 127.0.0.1)")
+    tr.add_argument("--port", type=int, help="gradio: port (default 7860)")
+    tr.add_argument("--share", action="store_true", default=None, help="gradio: also make a public share link")
     tr.add_argument("--landmarker", help="hih | mediapipe")
     tr.add_argument("--weights", help="HIH weights (default: the shipped models/weights/hih_small_300w.pt)")
     tr.add_argument("--device", help="auto | cpu | cuda[:i]")
@@ -310,8 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=str(ROOT / "bench/results"))
     ev.set_defaults(func=cmd_eval)
 
-    b = sub.add_parser("bench", help="benchmarks: quantization | speed (tables, JSON and plots in bench/results)")
-    b.add_argument("what", choices=("quantization", "speed"))
+    b = sub.add_parser("bench", help="benchmarks: quantization | speed | jitter (tables, JSON and plots in bench/results)")
+    b.add_argument("what", choices=("quantization", "speed", "jitter"))
+    b.add_argument("--faces", type=int, default=4, help="jitter: real test faces to animate")
     b.add_argument("--data", help="folder holding 300w/ and wflw/ (default ../shared/data)")
     b.add_argument("--device", default="cpu", help="speed: cpu | cuda")
     b.add_argument("--quick", action="store_true", help="speed: fewer repetitions")

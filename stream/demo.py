@@ -109,3 +109,12 @@ class DemoSource(Source):
                 if delay > 0:
                     time.sleep(delay)
             yield self.render(i), i / self.fps
+
+
+def write_y4m(path, source: DemoSource) -> None:
+    """The clip as YUV4MPEG2 (I420), e.g. for Chromium's fake camera (--use-file-for-fake-video-capture)."""
+    w, h = FRAME_SIZE
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{w} H{h} F{int(source.fps)}:1 Ip A1:1 C420jpeg\n".encode())
+        for image, _ in source.frames():
+            f.write(b"FRAME\n" + cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420).tobytes())

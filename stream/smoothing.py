@@ -20,7 +20,7 @@ from filterpy.common import Q_discrete_white_noise
 
 @dataclass
 class KalmanConfig:
-    process_noise: float = 0.05      # acceleration variance, (face sides / s^2)^2
+    process_noise: float = 10.0      # acceleration variance, (face sides / s^2)^2; tuned by bench jitter
     measurement_noise: float = 2e-5  # position variance at confidence 1, face sides^2
     min_confidence: float = 0.05
 

@@ -20,6 +20,10 @@ class TrackingConfig:
     lost_confidence: float = 0.25   # mean landmark confidence under which a track is dropped
     match_iou: float = 0.3          # detection <-> track association
     max_faces: int = 10
+    # The crop box follows the landmarks only when they move more than this (fraction of the face
+    # side), as MediaPipe smooths its ROI: a still face then gets the identical crop every frame, so
+    # the crop -> landmarks -> crop loop cannot make the points jitter.
+    box_hysteresis: float = 0.03
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -82,7 +86,11 @@ class Tracker:
                     del self.tracks[tid]
                     continue
                 t.landmarks_px = res.landmarks_px
-                t.box = FaceBox.from_landmarks(res.landmarks_px, float(np.mean(res.confidence)))
+                box = FaceBox.from_landmarks(res.landmarks_px, float(np.mean(res.confidence)))
+                moved = np.abs(box.center_px - t.box.center_px).max() / t.box.side_px
+                resized = abs(box.side_px / t.box.side_px - 1)
+                if t.age == 0 or max(moved, resized) > self.cfg.box_hysteresis:
+                    t.box = box
                 t.age += 1
             # two tracks that converged on one face: keep the older
             ids = sorted(self.tracks)

@@ -17,10 +17,14 @@ def noisy_static(sigma_px=1.0, k=68, seed=0):
     return truth, truth[None] + rng.normal(0, sigma_px, (N, k, 2))
 
 
-@pytest.mark.parametrize("name,ratio", [("kalman", 0.3), ("one_euro", 0.5)])  # One Euro with MediaPipe's defaults
-def test_reduces_jitter_of_static_point(name, ratio):
+@pytest.mark.parametrize("name,settings,ratio", [
+    ("kalman", {}, 0.7),                          # the default, tuned for responsiveness by bench jitter
+    ("kalman", {"process_noise": 0.1}, 0.3),      # a steadier setting on the same curve
+    ("one_euro", {}, 0.5),                        # MediaPipe's defaults
+])
+def test_reduces_jitter_of_static_point(name, settings, ratio):
     truth, z = noisy_static()
-    out = run(build_smoother(name), z)
+    out = run(build_smoother(name, settings), z)
     jitter_in = np.sqrt(np.mean(np.diff(z[30:], axis=0) ** 2))
     jitter_out = np.sqrt(np.mean(np.diff(out[30:], axis=0) ** 2))
     assert jitter_out < ratio * jitter_in, (jitter_in, jitter_out)
