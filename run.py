@@ -44,8 +44,9 @@ def _load_yaml(path: str | Path) -> dict:
     return data
 
 
-TRACK_CHOICES = {"ui": ("auto", "opencv", "gradio", "none"), "landmarker": ("hih", "mediapipe"), "smoothing": ("kalman", "one_euro", "none"),
-                 "detector": ("blazeface", "haar"), "precision": ("fp32", "fp16", "bf16")}
+TRACK_CHOICES = {"ui": ("auto", "opencv", "gradio", "none"), "landmarker": ("hih", "mediapipe"),
+                 "smoothing": ("kalman", "one_euro", "none"), "detector": ("blazeface", "haar"),
+                 "precision": ("fp32", "fp16", "bf16")}
 
 
 def track_settings(args: argparse.Namespace) -> dict:

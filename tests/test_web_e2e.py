@@ -122,8 +122,8 @@ def test_live_webcam_returns_annotated_frames(app, browser):
 
 
 def test_video_tab_processes_an_upload(app, browser):
-    from tests.test_pipeline import write_video
     from stream.demo import DemoSource
+    from tests.test_pipeline import write_video
 
     demo = DemoSource(frames=45)
     clip = app["tmp"] / "upload.mp4"
