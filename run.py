@@ -23,7 +23,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")          # mediapipe's C++ loggin
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parent
-SUBCOMMANDS = ("track", "train", "eval", "bench", "export")
+SUBCOMMANDS = ("track", "train", "eval", "bench", "export", "replay")
 
 
 class CliError(Exception):
@@ -116,9 +116,10 @@ def cmd_track(args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
     landmarker, tracker = build_tracker_parts(cfg)
     recorder = _open_recorder(cfg, landmarker, source) if cfg.get("record") else None
+    sinks = _open_sinks(cfg, source)
     smoothing = cfg.get("smoothing", "kalman")
     pcfg = PipelineConfig(smoothing=smoothing, smoothing_settings=cfg.get(smoothing, {}) or {})
-    session = _Session(ui, recorder, smoothing, int(cfg.get("max_frames") or 0))
+    session = _Session(ui, recorder, sinks, smoothing, int(cfg.get("max_frames") or 0))
     print(f"tracking {source.description} with {cfg['landmarker']} landmarks, {smoothing} smoothing", file=sys.stderr)
     error, summaries = None, []
     try:
@@ -140,8 +141,9 @@ def cmd_track(args: argparse.Namespace) -> int:
     except CliError as e:
         error = str(e)
     finally:
-        if recorder is not None:
-            recorder.close()
+        for sink in [recorder, *sinks]:
+            if sink is not None:
+                sink.close()
         if ui is not None:
             ui.close()
         landmarker.close()
@@ -175,8 +177,8 @@ def _serve_gradio(cfg: dict) -> int:
 class _Session:
     """The consumer side of `track`: draw or print progress, record, react to keys."""
 
-    def __init__(self, ui, recorder, smoothing: str, max_frames: int):
-        self.ui, self.recorder, self.smoothing, self.max_frames = ui, recorder, smoothing, max_frames
+    def __init__(self, ui, recorder, sinks: list, smoothing: str, max_frames: int):
+        self.ui, self.recorder, self.sinks, self.smoothing, self.max_frames = ui, recorder, sinks, smoothing, max_frames
         self.recording = recorder is not None
         self.frames = 0
         self._last_print = 0.0
@@ -188,6 +190,8 @@ class _Session:
             self.frames += 1
             if self.recording:
                 self.recorder.write(frame)
+            for sink in self.sinks:
+                sink.write(frame)
             lines = stats_lines(frame, pipe.stats.fps(), pipe.stats.dropped,
                                 self.smoothing if pipe.smoothing_enabled else "off", self.recording)
             if self.ui is not None:
@@ -200,6 +204,8 @@ class _Session:
                     self.recording = not self.recording
                 elif action == "toggle_drawing":
                     self.ui.draw = not self.ui.draw
+                elif action == "calibrate":
+                    pipe.calibrate_requested = True
             elif time.perf_counter() - self._last_print > 1.0:
                 self._last_print = time.perf_counter()
                 print("\r" + " | ".join(lines[:2]) + "   ", end="", file=sys.stderr, flush=True)
@@ -219,6 +225,29 @@ def _reopen(spec: str, why: str, attempts: int = 10, wait_s: float = 2.0):
         except SourceError:
             continue
     raise CliError(f"{why}; gave up after {attempts} reconnect attempts")
+
+
+def _open_sinks(cfg: dict, source) -> list:
+    """--record-video and --send outputs."""
+    from stream.senders import SendError, build_sender
+
+    sinks = []
+    try:
+        for url in cfg.get("send") or []:
+            sinks.append(build_sender(url))
+    except SendError as e:
+        for s in sinks:
+            s.close()
+        raise CliError(str(e)) from None
+    if cfg.get("record_video"):
+        from stream.video_writer import AnnotatedVideoSink, VideoWriter
+        from ui.draw import DrawOptions, draw_frame
+        try:
+            writer = VideoWriter(cfg["record_video"], source.fps or 30.0, bool(cfg.get("overwrite")))
+        except (FileExistsError, OSError) as e:
+            raise CliError(str(e)) from None
+        sinks.append(AnnotatedVideoSink(writer, lambda frame: draw_frame(frame, DrawOptions(), None)))
+    return sinks
 
 
 def _open_recorder(cfg: dict, landmarker, source):
@@ -241,6 +270,67 @@ def _print_summary(s: dict, recorder) -> None:
     if recorder is not None:
         lost = f", {recorder.lost_rows} rows lost to a full queue" if recorder.lost_rows else ""
         print(f"recorded {recorder.rows} rows to {recorder.path}{lost}")
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Play a recording back over its video (or a blank canvas), in a window or as a summary."""
+    import numpy as np
+
+    from models.detector import FaceBox
+    from stream.frames import Face, Frame
+    from stream.recorders import load_recording
+    from stream.sources import SourceError, open_source
+
+    try:
+        rec = load_recording(args.file)
+    except (OSError, ValueError, KeyError) as e:
+        raise CliError(f"cannot load recording {args.file} ({e.__class__.__name__}: {e}); pass a .csv, .jsonl or .npz "
+                       "written by `track --record` (with its .meta.json)") from None
+    ui = None
+    if args.ui == "opencv":
+        from ui.opencv_window import DisplayError, OpenCVWindow
+        try:
+            ui = OpenCVWindow()
+        except DisplayError as e:
+            raise CliError(str(e)) from None
+    frames = None
+    if args.video:
+        try:
+            frames = open_source(args.video).frames()
+        except SourceError as e:
+            raise CliError(str(e)) from None
+    lm = rec["landmarks"]
+    w = int(np.nanmax(lm[..., 0])) + 40 if np.isfinite(lm).any() else 640
+    h = int(np.nanmax(lm[..., 1])) + 40 if np.isfinite(lm).any() else 480
+    shown = 0
+    for i, idx in enumerate(rec["frame"]):
+        image = next(frames)[0] if frames is not None else np.full((h, w, 3), 40, np.uint8)
+        faces = [Face(int(tid), FaceBox.from_landmarks(lm[i, j]), lm[i, j], np.ones(len(lm[i, j]), np.float32), "replay",
+                      smoothed_px=rec["smoothed"][i, j])
+                 for j, tid in enumerate(rec["face_id"][i]) if tid >= 0 and np.isfinite(lm[i, j]).all()]
+        frame = Frame(int(idx), float(rec["timestamp"][i]), image, faces=faces)
+        shown += 1
+        if ui is not None and ui.show(frame, [f"replay {args.file} frame {idx}"]) == "quit":
+            break
+    if ui is not None:
+        ui.close()
+    n_faces = int((rec["face_id"] >= 0).sum())
+    print(f"replayed {shown} frames, {n_faces} face observations, {rec['landmarks'].shape[2]} points per face")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from models.engine import LandmarkEngine
+    from models.weights import WeightsError, export_onnx
+
+    try:
+        eng = LandmarkEngine(args.weights, "cpu")
+    except WeightsError as e:
+        raise CliError(str(e)) from None
+    export_onnx(eng.net, Path(args.out), eng.input_px)
+    print(f"wrote {args.out}: input 'image' (N,3,{eng.input_px},{eng.input_px}) ImageNet-normalised RGB; "
+          "outputs 'heatmap' (last integer heatmap) and 'decimal' (decimal logits)")
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -320,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--smoothing", help="kalman | one_euro | none")
     tr.add_argument("--detector", help="blazeface | haar")
     tr.add_argument("--record", help="write landmarks to PATH (.csv, .jsonl or .npz)")
+    tr.add_argument("--record-video", dest="record_video", help="write the annotated video to PATH.mp4 (PyAV)")
+    tr.add_argument("--send", action="append", help="osc://host:port (VMC), udp://host:port or ws://host:port; repeatable")
     tr.add_argument("--record-format", dest="record_format", help="csv | jsonl | npz (default: from the extension)")
     tr.add_argument("--overwrite", action="store_true", default=None, help="replace an existing recording")
     tr.add_argument("--max-frames", dest="max_frames", type=int, help="stop after N frames")
@@ -328,6 +420,17 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--demo-frames", dest="demo_frames", type=int)
     tr.add_argument("--config", help="pipeline YAML (default configs/pipeline.yaml); flags win over it")
     tr.set_defaults(func=cmd_track)
+
+    ex = sub.add_parser("export", help="export the inference graph to ONNX")
+    ex.add_argument("--weights", default=str(ROOT / "models/weights/hih_small_300w.pt"))
+    ex.add_argument("--out", default="hih_small.onnx")
+    ex.set_defaults(func=cmd_export)
+
+    rp = sub.add_parser("replay", help="play a recording back over its video or a blank canvas")
+    rp.add_argument("file")
+    rp.add_argument("--video", help="the source the recording was made from")
+    rp.add_argument("--ui", default="opencv", choices=("opencv", "none"))
+    rp.set_defaults(func=cmd_replay)
 
     ev = sub.add_parser("eval", help="NME / FR / AUC / CED on held-out annotated faces, with competitors")
     ev.add_argument("--weights", default=str(ROOT / "models/weights/hih_small_300w.pt"))

@@ -25,8 +25,8 @@ import numpy as np
 
 from models.data import load_faces
 from models.detector import build_detector
-from models.evaluate import to_68
 from models.landmarkers import build_landmarker
+from models.schemes import to_68
 from stream.demo import FRAME_SIZE, MotionConfig, face_matrix
 from stream.smoothing import build_smoother
 from stream.tracking import Tracker

@@ -20,19 +20,9 @@ from models import crop
 from models.data import Face
 from models.detector import FaceBox
 from models.metrics import ced, nme_per_face, summarize
-from models.schemes import MEDIAPIPE_TO_68, SCHEMES, WFLW98_TO_68
+from models.schemes import SCHEMES, to_68
 
 PFLD_ONNX = Path(__file__).resolve().parents[2] / "shared/data/checkpoints/pfld_ghostone_wflw98/PFLD_GhostOne_112_1_opt_sim.onnx"
-
-
-def to_68(pts: np.ndarray) -> np.ndarray:
-    if pts.shape[-2] == 68:
-        return pts
-    if pts.shape[-2] == 98:
-        return pts[..., WFLW98_TO_68, :]
-    if pts.shape[-2] in (468, 478):
-        return pts[..., MEDIAPIPE_TO_68, :]
-    raise ValueError(f"no map from {pts.shape[-2]} points to 68")
 
 
 class PFLDCompetitor:

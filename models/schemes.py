@@ -61,3 +61,14 @@ def scheme_for(num_points: int) -> Scheme:
     if num_points not in SCHEMES:
         raise ValueError(f"unknown landmark scheme with {num_points} points; known: {sorted(SCHEMES)}")
     return SCHEMES[num_points]
+
+
+def to_68(pts: np.ndarray) -> np.ndarray:
+    """(..., K, 2) landmarks of any known scheme -> the 68 iBUG points."""
+    if pts.shape[-2] == 68:
+        return pts
+    if pts.shape[-2] == 98:
+        return pts[..., WFLW98_TO_68, :]
+    if pts.shape[-2] in (468, 478):
+        return pts[..., MEDIAPIPE_TO_68, :]
+    raise ValueError(f"no map from {pts.shape[-2]} points to 68")

@@ -28,6 +28,7 @@ class Face:
     pose: HeadPose | None = None
     pose_smoothed: HeadPose | None = None
     detected: bool = False                    # True on frames where the detector (re)found it
+    expressions: dict[str, float] | None = None   # ARKit-named blendshape values in [0, 1]
 
 
 @dataclass

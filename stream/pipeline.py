@@ -16,6 +16,8 @@ from typing import Iterator
 
 import numpy as np
 
+from models.schemes import to_68
+from stream.expressions import ExpressionEstimator
 from stream.frames import Face, Frame
 from stream.pose import estimate_pose
 from stream.smoothing import build_smoother
@@ -100,7 +102,9 @@ class Pipeline:
         self.stats = Stats()
         self.error: BaseException | None = None
         self.smoothing_enabled = True
+        self.calibrate_requested = False        # set by a UI ('c' key / button): next frame is the neutral face
         self._smoothers: dict[int, object] = {}
+        self._expressions: dict[int, ExpressionEstimator] = {}
         self._threads = [threading.Thread(target=self._guard, args=(f,), name=f.__name__, daemon=True)
                          for f in (self._capture, self._detect, self._landmarks, self._smooth)]
 
@@ -189,6 +193,8 @@ class Pipeline:
             for tid in list(self._smoothers):
                 if tid not in live and tid not in self.tracker.tracks:
                     del self._smoothers[tid]
+                    self._expressions.pop(tid, None)
+            calibrate, self.calibrate_requested = self.calibrate_requested, False
             h, w = frame.image.shape[:2]
             for face in frame.faces:
                 sm = self._smoothers.get(face.track_id)
@@ -198,6 +204,12 @@ class Pipeline:
                 face.smoothed_px = smoothed.astype(np.float32) if self.smoothing_enabled else face.landmarks_px
                 face.pose = estimate_pose(face.landmarks_px, (w, h))
                 face.pose_smoothed = estimate_pose(face.smoothed_px, (w, h))
+                if face.pose_smoothed is not None:   # a scheme with the 68 iBUG points (directly or mapped)
+                    est = self._expressions.setdefault(face.track_id, ExpressionEstimator())
+                    pts68, yaw = to_68(face.smoothed_px), float(face.pose_smoothed.rotation_deg[0])
+                    if calibrate:
+                        est.calibrate(pts68, yaw)
+                    face.expressions = est.blendshapes(pts68, yaw)
             frame.timings_ms["smooth"] = (time.perf_counter() - t) * 1000
             if not self._put(self.q_out, frame):
                 return

@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from models.schemes import MEDIAPIPE_TO_68
+from models.schemes import to_68
 from stream.frames import HeadPose
 
 # A generic 3D face (mm, x right, y up, z towards the camera), the widely used 6-point template:
@@ -17,8 +17,7 @@ TEMPLATE_IDX_68 = np.array([30, 8, 36, 45, 48, 54])
 
 def template_points(landmarks_px: np.ndarray) -> np.ndarray:
     """The 6 template points of a 68- or 478-point face."""
-    idx = TEMPLATE_IDX_68 if len(landmarks_px) == 68 else MEDIAPIPE_TO_68[TEMPLATE_IDX_68]
-    return landmarks_px[idx].astype(np.float64)
+    return to_68(landmarks_px)[TEMPLATE_IDX_68].astype(np.float64)
 
 
 def camera_matrix(width: int, height: int) -> np.ndarray:

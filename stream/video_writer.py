@@ -27,7 +27,7 @@ class VideoWriter:
         self._stream = self._container.add_stream(codec, rate=Fraction(self.fps).limit_denominator(1001))
         self._stream.width, self._stream.height = width - width % 2, height - height % 2   # yuv420p needs even sizes
         self._stream.pix_fmt = "yuv420p"
-        self._stream.time_base = Fraction(1, 1000)   # millisecond timestamps
+        self._stream.codec_context.time_base = Fraction(1, 1000)   # millisecond timestamps
         if codec == "libx264":
             self._stream.options = {"preset": "veryfast", "crf": "23"}
 
@@ -38,7 +38,7 @@ class VideoWriter:
         h, w = self._stream.height, self._stream.width
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image_bgr[:h, :w]), format="bgr24")
         pts = max(int(round((timestamp_s - self._t0) * 1000)), self._last_pts + 1)
-        frame.pts, self._last_pts = pts, pts
+        frame.pts, frame.time_base, self._last_pts = pts, Fraction(1, 1000), pts
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
         self.frames += 1
@@ -48,3 +48,28 @@ class VideoWriter:
             for packet in self._stream.encode():
                 self._container.mux(packet)
         self._container.close()
+
+
+class AnnotatedVideoSink:
+    """Sink: draws each frame (ui-independent drawing is passed in) and encodes it on its own thread.
+    The queue blocks rather than drops: a recorded video keeps every processed frame."""
+
+    def __init__(self, writer: VideoWriter, render, queue_size: int = 64):
+        import queue
+        import threading
+        self.writer, self.render = writer, render
+        self.q: queue.Queue = queue.Queue(queue_size)
+        self._thread = threading.Thread(target=self._run, daemon=True, name="video-writer")
+        self._thread.start()
+
+    def write(self, frame) -> None:
+        self.q.put((self.render(frame), frame.timestamp_s))
+
+    def _run(self) -> None:
+        while (item := self.q.get()) is not None:
+            self.writer.write(*item)
+
+    def close(self) -> None:
+        self.q.put(None)
+        self._thread.join(timeout=60)
+        self.writer.close()

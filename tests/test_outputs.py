@@ -1,0 +1,172 @@
+"""Avatar/AR outputs and recordings: VMC/UDP/WebSocket receivers on loopback, expressions,
+crash-safe files, replay, annotated video."""
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from models.data import load_faces
+from stream.expressions import ExpressionEstimator
+from stream.recorders import load_recording
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port(kind=socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _track(*args, timeout=300):
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), "track", "--source", "demo", "--ui", "none", *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+@pytest.mark.e2e
+def test_receivers_get_well_formed_packets_at_the_frame_rate(tmp_path):
+    from pythonosc.dispatcher import Dispatcher
+    from pythonosc.osc_server import ThreadingOSCUDPServer
+    from websockets.sync.client import connect
+
+    osc_port, udp_port, ws_port = _free_port(), _free_port(), _free_port(socket.SOCK_STREAM)
+    got = {"blend": [], "bone": [], "apply": 0, "udp": [], "ws": []}
+    disp = Dispatcher()
+    disp.map("/VMC/Ext/Blend/Val", lambda addr, name, value: got["blend"].append((name, value)))
+    disp.map("/VMC/Ext/Blend/Apply", lambda addr, *a: got.__setitem__("apply", got["apply"] + 1))
+    disp.map("/VMC/Ext/Bone/Pos", lambda addr, *a: got["bone"].append(a))
+    osc = ThreadingOSCUDPServer(("127.0.0.1", osc_port), disp)
+    threading.Thread(target=osc.serve_forever, daemon=True).start()
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", udp_port))
+    udp.settimeout(0.5)
+
+    def udp_loop():
+        while True:
+            try:
+                got["udp"].append((time.monotonic(), json.loads(udp.recv(1 << 20))))
+            except (socket.timeout, OSError):
+                if done.is_set():
+                    return
+
+    def ws_loop():
+        for _ in range(200):
+            try:
+                with connect(f"ws://127.0.0.1:{ws_port}") as ws:
+                    while not done.is_set():
+                        try:
+                            got["ws"].append(json.loads(ws.recv(timeout=0.5)))
+                        except TimeoutError:
+                            continue
+                    return
+            except OSError:
+                time.sleep(0.1)
+
+    done = threading.Event()
+    threads = [threading.Thread(target=udp_loop, daemon=True), threading.Thread(target=ws_loop, daemon=True)]
+    for t in threads:
+        t.start()
+    r = _track("--max-frames", "90", "--realtime", "--send", f"osc://127.0.0.1:{osc_port}",
+               "--send", f"udp://127.0.0.1:{udp_port}", "--send", f"ws://127.0.0.1:{ws_port}")
+    done.set()
+    for t in threads:
+        t.join(timeout=5)
+    osc.shutdown()
+    assert r.returncode == 0, r.stderr
+    names = {n for n, _ in got["blend"]}
+    assert {"eyeBlinkLeft", "eyeBlinkRight", "jawOpen", "mouthSmileLeft", "browInnerUp"} <= names
+    assert all(0.0 <= v <= 1.0 for _, v in got["blend"])
+    assert got["apply"] > 60 and len(got["bone"]) > 60
+    head = got["bone"][-1]
+    assert head[0] == "Head" and abs(np.linalg.norm(head[4:8]) - 1) < 1e-3   # a unit quaternion
+    packets = [p for _, p in got["udp"]]
+    assert len(packets) > 60
+    p = packets[-1]
+    assert p["faces"] and len(p["faces"][0]["landmarks"]) == 68 and "yaw" in p["faces"][0]["pose"]
+    times = [t for t, _ in got["udp"]]
+    rate = (len(times) - 1) / (times[-1] - times[0])
+    assert 20 < rate < 40, rate                           # paced source at 30 fps
+    assert len(got["ws"]) > 30 and got["ws"][-1]["faces"][0]["id"] == p["faces"][0]["id"]
+
+
+def _face68():
+    faces = load_faces(ROOT.parent / "shared/data/300w", "test")
+    return faces[0].landmarks_px.astype(np.float64)
+
+
+def test_expressions_follow_the_mouth_and_ignore_head_motion(data_300w):
+    pts = _face68()
+    est = ExpressionEstimator()
+    est.calibrate(pts)
+    base = est.blendshapes(pts)
+    assert base["jawOpen"] < 0.05 and base["eyeBlinkLeft"] < 0.05
+    opened = pts.copy()
+    io = np.linalg.norm(pts[36] - pts[45])
+    opened[[56, 57, 58, 65, 66, 67, 5, 6, 7, 8, 9, 10, 11]] += [0, 0.3 * io]   # lower lip and chin drop
+    assert est.blendshapes(opened)["jawOpen"] > 0.4
+    closed = pts.copy()
+    for a, b in ((37, 41), (38, 40), (43, 47), (44, 46)):                        # lids meet
+        mid = (pts[a] + pts[b]) / 2
+        closed[a] = closed[b] = mid
+    blink = est.blendshapes(closed)
+    assert blink["eyeBlinkLeft"] > 0.9 and blink["eyeBlinkRight"] > 0.9
+    # the same face moved, scaled and rolled: values stay put
+    a = np.radians(20)
+    rot = 1.7 * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    moved = est.blendshapes(pts @ rot.T + [130.0, -40.0])
+    for k, v in base.items():
+        assert abs(moved[k] - v) < 1e-6, k
+
+
+@pytest.mark.reliability
+def test_killed_process_leaves_a_loadable_recording(tmp_path):
+    out = tmp_path / "crash.csv"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "track", "--source", "demo", "--ui", "none",
+                             "--demo-frames", "100000", "--realtime", "--record", str(out)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not out.exists() or out.stat().st_size < 20000):
+        time.sleep(0.5)
+    time.sleep(2.5)             # let at least one more periodic flush happen
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    data = load_recording(out)
+    assert len(data["frame"]) > 20
+    assert np.isfinite(data["landmarks"][:, 0]).all()
+
+
+def test_ctrl_c_closes_files_cleanly(tmp_path):
+    out = tmp_path / "int.npz"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "track", "--source", "demo", "--ui", "none",
+                             "--demo-frames", "100000", "--realtime", "--record", str(out)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(15)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "recorded" in stdout
+    data = load_recording(out)
+    assert len(data["frame"]) > 10 and data["landmarks"].shape[2:] == (68, 2)
+
+
+@pytest.mark.e2e
+def test_record_video_and_replay(tmp_path):
+    csv, mp4 = tmp_path / "t.csv", tmp_path / "t.mp4"
+    r = _track("--max-frames", "40", "--record", str(csv), "--record-video", str(mp4))
+    assert r.returncode == 0, r.stderr
+    with av.open(str(mp4)) as c:
+        s = c.streams.video[0]
+        frames = [f for f in c.decode(s)]
+        assert len(frames) == 40 and abs(float(s.average_rate) - 30) < 0.5
+        assert abs(frames[-1].time - 39 / 30) < 0.01       # the source's own timestamps
+    r = subprocess.run([sys.executable, str(ROOT / "run.py"), "replay", str(csv), "--ui", "none"], capture_output=True,
+                       text=True, cwd=ROOT)
+    assert r.returncode == 0 and "replayed 40 frames" in r.stdout, r.stderr
