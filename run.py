@@ -386,6 +386,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         cfg = _load_yaml(ROOT / "configs/pipeline.yaml")
         print(run_jitter(out, args.faces, Path(args.data) / "300w" if args.data else None,
                          defaults={"kalman": cfg.get("kalman", {}), "one_euro": cfg.get("one_euro", {})}))
+    elif args.what == "pipeline":
+        from bench.pipeline import run_pipeline_bench
+        print(run_pipeline_bench(out, args.minutes))
     elif args.what == "speed":
         from bench.speed import run_speed
         print(run_speed(args.device, out, quick=args.quick))
@@ -444,8 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=str(ROOT / "bench/results"))
     ev.set_defaults(func=cmd_eval)
 
-    b = sub.add_parser("bench", help="benchmarks: quantization | speed | jitter (tables, JSON and plots in bench/results)")
-    b.add_argument("what", choices=("quantization", "speed", "jitter"))
+    b = sub.add_parser("bench", help="benchmarks: quantization | speed | jitter | pipeline (tables, JSON and plots in bench/results)")
+    b.add_argument("what", choices=("quantization", "speed", "jitter", "pipeline"))
+    b.add_argument("--minutes", type=float, default=5.0, help="pipeline: length of the real-time paced run")
     b.add_argument("--faces", type=int, default=4, help="jitter: real test faces to animate")
     b.add_argument("--data", help="folder holding 300w/ and wflw/ (default ../shared/data)")
     b.add_argument("--device", default="cpu", help="speed: cpu | cuda")

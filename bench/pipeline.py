@@ -1,0 +1,128 @@
+"""End-to-end pipeline benchmark: hih vs mediapipe in the same run, per source / size / face count.
+
+    python run.py bench pipeline [--minutes 5]
+
+Every configuration runs in its own process (clean peak-RSS): capture -> detect/track -> landmarks
+-> smooth, consumer drawing nothing. Reported: FPS, p50/p95/p99 capture-to-output latency,
+per-stage p50, dropped frames, CPU % (process CPU time / wall, of one core), peak RSS. Then one
+real-time-paced 30 fps run of `--minutes` to check that latency stays flat (no queue growth).
+"""
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _make_video(path: Path, size: tuple[int, int], frames: int = 150) -> None:
+    import cv2
+
+    from stream.demo import DemoSource
+    from stream.video_writer import VideoWriter
+    demo = DemoSource(frames=frames)
+    w = VideoWriter(path, 30.0, overwrite=True)
+    for img, ts in demo.frames():
+        w.write(cv2.resize(img, size, interpolation=cv2.INTER_LINEAR) if img.shape[1] != size[0] else img, ts)
+    w.close()
+
+
+def one_run(source: str, landmarker: str, max_frames: int, realtime: bool) -> dict:
+    """In a fresh process: run the pipeline, return its measurements."""
+    from models.detector import build_detector
+    from models.landmarkers import build_landmarker
+    from stream.pipeline import Pipeline
+    from stream.sources import open_source
+    from stream.tracking import Tracker
+
+    src = open_source(source, realtime=realtime, demo_frames=max_frames)
+    lm = build_landmarker(landmarker)
+    pipe = Pipeline(src, Tracker(build_detector("blazeface")), lm)
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    lat_t = []
+    faces = []
+    with pipe:
+        for frame in pipe.results():
+            lat_t.append((time.perf_counter() - t0, frame.latency_ms()))
+            faces.append(len(frame.faces))
+            if pipe.stats.frames_out >= max_frames:
+                break
+    wall = time.perf_counter() - t0
+    s = pipe.stats.summary()
+    s.update({"cpu_pct": 100 * (time.process_time() - cpu0) / wall, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+              "mean_faces": float(np.mean(faces)) if faces else 0.0, "latency_trace": lat_t[:: max(1, len(lat_t) // 400)]})
+    return s
+
+
+def _subprocess(source: str, landmarker: str, frames: int, realtime: bool) -> dict:
+    code = (f"import json,sys; sys.path.insert(0, {str(ROOT)!r}); from bench.pipeline import one_run; "
+            f"print('RESULT' + json.dumps(one_run({source!r}, {landmarker!r}, {frames}, {realtime})))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=3600)
+    line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT")), None)
+    if line is None:
+        raise RuntimeError(f"benchmark run failed: {r.stderr[-500:]}")
+    return json.loads(line[6:])
+
+
+def run_pipeline_bench(out_dir: Path, minutes: float = 5.0, frames: int = 150) -> str:
+    tmp = Path(tempfile.mkdtemp(prefix="hihtrack-bench-"))
+    videos = {"640x480": tmp / "v640.mp4", "1280x720": tmp / "v1280.mp4"}
+    _make_video(videos["640x480"], (640, 480), frames)
+    _make_video(videos["1280x720"], (1280, 720), frames)
+    configs = [("demo clip 640x480, 1 face", "demo"), ("demo clip 640x480, 3 faces", "demo:3"),
+               ("video file 640x480, 1 face", str(videos["640x480"])), ("video file 1280x720, 1 face", str(videos["1280x720"]))]
+    rows = []
+    for name, src in configs:
+        for lm in ("hih", "mediapipe"):
+            r = _subprocess(src, lm, frames, False)
+            rows.append({"config": name, "landmarker": lm, **{k: v for k, v in r.items() if k != "latency_trace"}})
+            print(f"{name:30s} {lm:10s} {r['fps']:6.1f} fps  p50 {r['latency_p50_ms']:.0f} ms", file=sys.stderr)
+    soak = {}
+    if minutes > 0:
+        n = int(minutes * 60 * 30)
+        for lm in ("hih", "mediapipe"):
+            soak[lm] = _subprocess("demo", lm, n, True)
+    result = {"rows": rows, "paced": {k: {kk: vv for kk, vv in v.items()} for k, v in soak.items()}, "minutes": minutes}
+    return _write(result, out_dir)
+
+
+def _write(result: dict, out_dir: Path) -> str:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "pipeline.json").write_text(json.dumps(result, indent=1))
+    lines = ["| source | landmarker | FPS | latency p50 / p95 / p99 ms | landmarks p50 ms | detect p50 ms | dropped | CPU % | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        st = r["stage_p50_ms"]
+        lines.append(f"| {r['config']} | {r['landmarker']} | {r['fps']:.1f} | {r['latency_p50_ms']:.0f} / {r['latency_p95_ms']:.0f} / "
+                     f"{r['latency_p99_ms']:.0f} | {st.get('landmarks', float('nan')):.1f} | {st.get('detect', float('nan')):.1f} | "
+                     f"{r['dropped']} | {r['cpu_pct']:.0f} | {r['peak_rss_mb']:.0f} |")
+    lines.append("")
+    lines.append("File sources run as fast as possible (every frame kept: latency includes queueing); "
+                 "CPU % is of one core (200 % = both cores).")
+    for lm, r in result["paced"].items():
+        trace = np.array(r["latency_trace"])
+        first = trace[trace[:, 0] < 60, 1]
+        last = trace[trace[:, 0] > trace[-1, 0] - 60, 1]
+        lines.append(f"\nReal-time paced 30 fps, {result['minutes']:.1f} min, {lm}: {r['fps']:.1f} FPS, latency p50 "
+                     f"{r['latency_p50_ms']:.0f} ms / p95 {r['latency_p95_ms']:.0f} ms; first minute p50 {np.median(first):.0f} ms, "
+                     f"last minute p50 {np.median(last):.0f} ms; dropped {r['dropped']}; peak RSS {r['peak_rss_mb']:.0f} MB")
+    md = "\n".join(lines) + "\n"
+    (out_dir / "pipeline.md").write_text(md)
+    if result["paced"]:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        for lm, r in result["paced"].items():
+            trace = np.array(r["latency_trace"])
+            ax.plot(trace[:, 0], trace[:, 1], lw=0.8, label=lm)
+        ax.set_xlabel("time (s)"); ax.set_ylabel("capture-to-output latency (ms)"); ax.set_title("real-time paced 30 fps")
+        ax.legend(); ax.grid(alpha=0.3); fig.tight_layout(); fig.savefig(out_dir / "pipeline_latency.png", dpi=90); plt.close(fig)
+    return md
