@@ -56,7 +56,8 @@ def one_run(source: str, landmarker: str, max_frames: int, realtime: bool) -> di
                 break
     wall = time.perf_counter() - t0
     s = pipe.stats.summary()
-    s.update({"cpu_pct": 100 * (time.process_time() - cpu0) / wall, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    s.update({"cpu_pct": 100 * (time.process_time() - cpu0) / wall,
+              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
               "mean_faces": float(np.mean(faces)) if faces else 0.0, "latency_trace": lat_t[:: max(1, len(lat_t) // 400)]})
     return s
 
@@ -96,7 +97,8 @@ def run_pipeline_bench(out_dir: Path, minutes: float = 5.0, frames: int = 150) -
 def _write(result: dict, out_dir: Path) -> str:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "pipeline.json").write_text(json.dumps(result, indent=1))
-    lines = ["| source | landmarker | FPS | latency p50 / p95 / p99 ms | landmarks p50 ms | detect p50 ms | dropped | CPU % | peak RSS MB |",
+    lines = ["| source | landmarker | FPS | latency p50 / p95 / p99 ms | landmarks p50 ms | detect p50 ms | dropped | CPU % "
+             "| peak RSS MB |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         st = r["stage_p50_ms"]

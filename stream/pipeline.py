@@ -28,28 +28,34 @@ _END = object()
 
 
 class LatestSlot:
-    """A one-item mailbox: put() replaces an unread item (counting the drop), get() blocks."""
+    """A one-item mailbox: put() replaces an unread item (counting the drop), get() blocks.
+    The end marker never displaces an unread item: get() returns that item first, then the end."""
 
     def __init__(self):
         self._cond = threading.Condition()
         self._item = None
         self._has = False
+        self._ended = False
         self.dropped = 0
 
     def put(self, item) -> int:
         with self._cond:
-            dropped = 0
-            if self._has and self._item is not _END:
-                self.dropped += 1
-                dropped = 1
+            if item is _END:
+                self._ended = True
+                self._cond.notify()
+                return 0
+            dropped = int(self._has)
+            self.dropped += dropped
             self._item, self._has = item, True
             self._cond.notify()
             return dropped
 
     def get(self, timeout: float | None = None):
         with self._cond:
-            if not self._cond.wait_for(lambda: self._has, timeout):
+            if not self._cond.wait_for(lambda: self._has or self._ended, timeout):
                 raise queue.Empty
+            if not self._has:
+                return _END
             self._has = False
             return self._item
 
@@ -176,7 +182,9 @@ class Pipeline:
             results = self.landmarker(frame.image, frame.boxes)
             lost = set(self.tracker.update(frame.box_tracks, results))
             for tid, res in zip(frame.box_tracks, results):
-                if res is not None and tid not in lost:
+                # the detect stage runs ahead: a track lost on the previous frame may still have
+                # sent a box for this one; only live tracks produce faces
+                if res is not None and tid not in lost and tid in self.tracker.tracks:
                     frame.faces.append(Face(tid, res.box, res.landmarks_px, res.confidence, self.landmarker.scheme,
                                             detected=tid in frame.new_tracks))
             for tid in lost:
