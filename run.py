@@ -206,6 +206,8 @@ class _Session:
                     self.ui.draw = not self.ui.draw
                 elif action == "calibrate":
                     pipe.calibrate_requested = True
+                elif action == "toggle_glasses":
+                    self.ui.opts.glasses = not self.ui.opts.glasses
             elif time.perf_counter() - self._last_print > 1.0:
                 self._last_print = time.perf_counter()
                 print("\r" + " | ".join(lines[:2]) + "   ", end="", file=sys.stderr, flush=True)
@@ -381,6 +383,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not sets:
             raise CliError(f"no annotated sets (300w/, wflw/) under {data}; pass --data ../shared/data")
         print(write(study(sets), out))
+    elif args.what == "accuracy":   # the eval command with its defaults: ours vs MediaPipe and PFLD, both test sets
+        data = Path(args.data) if args.data else ROOT.parent / "shared/data"
+        for name, title in (("300w", "300-W common (554 faces)"), ("wflw", "WFLW-206 hard faces, 98-to-68")):
+            if (data / name).exists():
+                cmd_eval(build_parser().parse_args(["eval", "--data", str(data / name), "--title", title, "--out", str(out)]))
     elif args.what == "jitter":
         from bench.jitter import run_jitter
         cfg = _load_yaml(ROOT / "configs/pipeline.yaml")
@@ -447,8 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=str(ROOT / "bench/results"))
     ev.set_defaults(func=cmd_eval)
 
-    b = sub.add_parser("bench", help="benchmarks: quantization | speed | jitter | pipeline (tables, JSON and plots in bench/results)")
-    b.add_argument("what", choices=("quantization", "speed", "jitter", "pipeline"))
+    b = sub.add_parser("bench", help="benchmarks: quantization | speed | jitter | pipeline | accuracy "
+                                                "(tables, JSON and plots in bench/results)")
+    b.add_argument("what", choices=("quantization", "speed", "jitter", "pipeline", "accuracy"))
     b.add_argument("--minutes", type=float, default=5.0, help="pipeline: length of the real-time paced run")
     b.add_argument("--faces", type=int, default=4, help="jitter: real test faces to animate")
     b.add_argument("--data", help="folder holding 300w/ and wflw/ (default ../shared/data)")

@@ -145,8 +145,22 @@ def load_cache(folder: Path) -> FaceCache:
     return FaceCache(images, torch.from_numpy(np.load(folder / "landmarks.npy")), meta["subsets"])
 
 
-def cache_in_memory(faces: list[Face], spec: CacheSpec) -> FaceCache:
-    crops = [precrop(f, spec) for f in faces]
+class _PrecropDataset(torch.utils.data.Dataset):
+    def __init__(self, faces: list[Face], spec: CacheSpec):
+        self.faces, self.spec = faces, spec
+
+    def __len__(self) -> int:
+        return len(self.faces)
+
+    def __getitem__(self, i: int):
+        return precrop(self.faces[i], self.spec)
+
+
+def cache_in_memory(faces: list[Face], spec: CacheSpec, workers: int = 2) -> FaceCache:
+    """Decode and pre-crop every face once, in DataLoader worker processes (JPEG decoding is the cost)."""
+    loader = torch.utils.data.DataLoader(_PrecropDataset(faces, spec), batch_size=None, num_workers=workers,
+                                         collate_fn=lambda x: x)
+    crops = list(loader)
     images = torch.from_numpy(np.stack([c[0] for c in crops])).permute(0, 3, 1, 2).contiguous()
     return FaceCache(images, torch.from_numpy(np.stack([c[1] for c in crops])), [f.subset for f in faces])
 

@@ -140,7 +140,7 @@ def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = 
     if cache_dir is not None and (cache_dir / "meta.json").exists():
         full = D.load_cache(cache_dir)
     else:
-        full = D.cache_in_memory(D.load_faces(data, "train"), spec)
+        full = D.cache_in_memory(D.load_faces(data, "train"), spec, recipe.data.workers)
     perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(o.seed))
     n_val = recipe.data.val_faces
     tr = D.FaceCache(full.images[perm[n_val:]], full.landmarks[perm[n_val:]], [])

@@ -170,3 +170,32 @@ def test_record_video_and_replay(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "run.py"), "replay", str(csv), "--ui", "none"], capture_output=True,
                        text=True, cwd=ROOT)
     assert r.returncode == 0 and "replayed 40 frames" in r.stdout, r.stderr
+
+
+def test_ar_glasses_land_on_the_eyes(data_300w):
+    import cv2
+
+    from ui.draw import draw_glasses
+    face = load_faces(data_300w, "test")[3]
+    img = cv2.imread(str(face.image_path))
+    out = img.copy()
+    draw_glasses(out, face.landmarks_px)
+    changed = np.abs(out.astype(int) - img.astype(int)).sum(-1) > 30
+    ys, xs = np.nonzero(changed)
+    eyes = face.landmarks_px[36:48]
+    assert changed.sum() > 200
+    # the changed region is centred on the eyes and spans about the eye line
+    assert abs(xs.mean() - eyes[:, 0].mean()) < 0.15 * np.ptp(eyes[:, 0])
+    assert abs(ys.mean() - eyes[:, 1].mean()) < 0.5 * np.ptp(eyes[:, 0])
+    assert not changed[int(face.landmarks_px[8, 1]) - 2:, :].any()   # nothing drawn below the chin
+
+
+def test_busy_port_is_one_clear_line():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.listen(1)
+    r = subprocess.run([sys.executable, str(ROOT / "run.py"), "--ui", "gradio", "--port", str(port)], capture_output=True,
+                       text=True, timeout=120, cwd=ROOT)
+    sock.close()
+    assert r.returncode == 2 and "already in use" in r.stderr and "Traceback" not in r.stderr

@@ -109,3 +109,23 @@ def test_ddp_gloo_matches_single_process(tiny_cache, tmp_path):
     loss_single, loss_ddp = float(logs["single"][4]), float(logs["ddp"][4])
     # rank 0 logs its own half-batch loss; BN statistics differ per process: loose tolerance
     assert abs(loss_single - loss_ddp) / loss_single < 0.25, (loss_single, loss_ddp)
+
+
+def test_resume_continues_from_the_checkpoint(tiny_cache, tmp_path):
+    short = {**TINY, "optim": dict(lr=2e-3, batch_size=8, epochs=3, warmup_steps=1, eval_every_epochs=1)}
+    train(Recipe.from_dict(short), None, tmp_path, "cpu", cache_dir=tiny_cache, log=lambda *_: None)
+    ck = load_checkpoint(tmp_path / "last.pt")
+    assert ck["epoch"] == 3 and "optimizer" in ck
+    longer = {**short, "optim": {**short["optim"], "epochs": 5}}
+    state = train(Recipe.from_dict(longer), None, tmp_path, "cpu", resume=tmp_path / "last.pt", cache_dir=tiny_cache,
+                  log=lambda *_: None)
+    assert state["epoch"] == 5 and state["step"] == 5
+    rows = (tmp_path / "log.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4", "5"]   # the log was continued, not restarted
+
+
+def test_in_memory_cache_uses_worker_processes(data_300w):
+    faces = D.load_faces(data_300w, "train")[:6]
+    a = D.cache_in_memory(faces, D.CacheSpec(64, 1.8), workers=2)
+    b = D.cache_in_memory(faces, D.CacheSpec(64, 1.8), workers=0)
+    assert torch.equal(a.images, b.images) and torch.equal(a.landmarks, b.landmarks)

@@ -22,7 +22,7 @@ from stream.pipeline import Pipeline, PipelineConfig
 from stream.sources import Source, SourceError
 from ui.draw import DrawOptions, draw_frame, stats_lines
 
-DRAW_CHOICES = ["points", "indices", "mesh", "box", "pose axes"]
+DRAW_CHOICES = ["points", "indices", "mesh", "box", "pose axes", "AR glasses"]
 
 
 class PushSource(Source):
@@ -72,7 +72,7 @@ class Settings:
     def draw_options(self) -> DrawOptions:
         d = set(self.draw)
         return DrawOptions(points="points" in d, indices="indices" in d, mesh="mesh" in d, box="box" in d,
-                           pose_axes="pose axes" in d)
+                           pose_axes="pose axes" in d, glasses="AR glasses" in d)
 
 
 class Resources:
@@ -243,6 +243,12 @@ def build_app(cfg: dict):
             out = out[:, ::-1]
         return out, session.stats, session
 
+    def on_calibrate(session):
+        if session is None:
+            return "start the camera first"
+        session.pipe.calibrate_requested = True
+        return "neutral face taken: expressions are now relative to it"
+
     def on_record(recording, session):
         if session is None:
             return gr.update(value=False), None, "start the camera first"
@@ -282,10 +288,12 @@ def build_app(cfg: dict):
                 record = gr.Checkbox(False, label="record landmarks", elem_id="record")
                 rec_file = gr.File(label="recording", elem_id="rec_file")
                 rec_msg = gr.Markdown()
+                calibrate = gr.Button("calibrate neutral face (expressions)", elem_id="calibrate")
             inp.stream(on_frame, [inp, session, landmarker, smoothing, strength, draw], [out, stats, session],
                        stream_every=float(web.get("stream_every", 0.05)), time_limit=int(web.get("time_limit_s", 3600)),
                        concurrency_limit=None)
             record.change(on_record, [record, session], [record, rec_file, rec_msg])
+            calibrate.click(on_calibrate, [session], [rec_msg])
         with gr.Tab("Video file"):
             track_state = gr.State(None)
             with gr.Row():

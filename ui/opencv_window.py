@@ -1,5 +1,5 @@
 """The native OpenCV window: q quit, s toggle smoothing, r toggle recording, d toggle drawing,
-c calibrate the neutral face (expressions)."""
+c calibrate the neutral face (expressions), g glasses (AR filter)."""
 from __future__ import annotations
 
 import os
@@ -40,7 +40,7 @@ class OpenCVWindow:
         if cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1:
             return "quit"
         return {ord("q"): "quit", 27: "quit", ord("s"): "toggle_smoothing", ord("r"): "toggle_recording",
-                ord("d"): "toggle_drawing", ord("c"): "calibrate"}.get(key)
+                ord("d"): "toggle_drawing", ord("c"): "calibrate", ord("g"): "toggle_glasses"}.get(key)
 
     def close(self) -> None:
         cv2.destroyWindow(WINDOW)
