@@ -46,7 +46,7 @@ def _load_yaml(path: str | Path) -> dict:
 
 TRACK_CHOICES = {"ui": ("auto", "opencv", "gradio", "none"), "landmarker": ("hih", "mediapipe"),
                  "smoothing": ("kalman", "one_euro", "none"), "detector": ("blazeface", "haar"),
-                 "precision": ("fp32", "fp16", "bf16")}
+                 "precision": ("fp32", "fp16", "bf16"), "backend": ("torch", "onnxruntime")}
 
 
 def track_settings(args: argparse.Namespace) -> dict:
@@ -74,8 +74,9 @@ def build_tracker_parts(cfg: dict):
     from stream.tracking import Tracker, TrackingConfig
 
     try:
+        extra = {"backend": cfg.get("backend", "torch")} if cfg["landmarker"] == "hih" else {}
         landmarker = build_landmarker(cfg["landmarker"], weights=cfg.get("weights"), device=str(cfg.get("device", "auto")),
-                                      precision=cfg.get("precision", "fp32"), threads=int(cfg.get("threads") or 0))
+                                      precision=cfg.get("precision", "fp32"), threads=int(cfg.get("threads") or 0), **extra)
     except WeightsError as e:
         raise CliError(str(e)) from None
     kwargs = {"min_score": cfg.get("detector_min_score", 0.5)} if cfg.get("detector") == "blazeface" else {}
@@ -416,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--weights", help="HIH weights (default: the shipped models/weights/hih_small_300w.pt)")
     tr.add_argument("--device", help="auto | cpu | cuda[:i]")
     tr.add_argument("--precision", help="fp32 | fp16 | bf16")
+    tr.add_argument("--backend", help="CPU inference: torch | onnxruntime")
     tr.add_argument("--threads", type=int)
     tr.add_argument("--smoothing", help="kalman | one_euro | none")
     tr.add_argument("--detector", help="blazeface | haar")

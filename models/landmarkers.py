@@ -28,14 +28,15 @@ class HIHLandmarker:
     num_points = 68
 
     def __init__(self, weights: str | Path | None = None, device: str = "auto", precision: str = "fp32",
-                 threads: int = 0, streams: int = 2):
+                 threads: int = 0, streams: int = 2, backend: str = "torch"):
         import os
 
         from models.engine import LandmarkEngine
         # threads=0: leave one core to the capture/detect/smooth threads (measured on 2 cores:
         # 52 FPS with 1 torch thread vs 37 FPS with 2 on the demo clip; the threads contend)
         threads = threads or max(1, (os.cpu_count() or 2) - 1)
-        self.engine = LandmarkEngine(weights or DEFAULT_WEIGHTS, device, precision, streams=streams, threads=threads)
+        self.engine = LandmarkEngine(weights or DEFAULT_WEIGHTS, device, precision, streams=streams, threads=threads,
+                                     backend=backend)
         self.num_points = self.engine.num_points
         self.weights_path = self.engine.weights_path
 

@@ -97,3 +97,17 @@ def test_onnx_matches_pytorch(tmp_path, head):
     hm, dec = sess.run(None, {"image": x.numpy()})
     assert np.allclose(hm, ref["heatmaps"][:, -1].numpy(), atol=1e-4)
     assert np.allclose(dec, ref["decimal"].numpy(), atol=1e-4)
+
+
+def test_onnxruntime_backend_matches_torch_engine():
+    from models.engine import LandmarkEngine
+    from stream.demo import DemoSource
+    src = DemoSource(frames=1)
+    img = src.render(0)
+    c, s = src.true_boxes(0)[0]
+    a = LandmarkEngine(device="cpu")
+    b = LandmarkEngine(device="cpu", backend="onnxruntime")
+    m = a.crop_matrices(c[None], np.array([s]))
+    pa, ca = a.landmarks(img, m)
+    pb, cb = b.landmarks(img, m)
+    assert np.median(np.abs(pa - pb)) < 0.01 and np.abs(ca - cb).max() < 1e-3
