@@ -89,7 +89,8 @@ class Resources:
             return build_landmarker(name)          # MediaPipe graphs are per-session objects
         with self._lock:
             if self._hih is None:
-                self._hih = build_landmarker("hih", weights=self.cfg.get("weights"), device=str(self.cfg.get("device", "auto")))
+                self._hih = build_landmarker("hih", weights=self.cfg.get("weights"), device=str(self.cfg.get("device", "auto")),
+                                             backend=self.cfg.get("backend", "onnxruntime"))
             return self._hih
 
     def tracker(self):
