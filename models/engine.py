@@ -81,6 +81,7 @@ class LandmarkEngine:
 
     def _onnx_session(self, threads: int):
         """The same graph on onnxruntime (CPU): exported once per weights file into a temp folder."""
+        import os
         import tempfile
 
         import onnxruntime as ort
@@ -88,7 +89,7 @@ class LandmarkEngine:
         from models.weights import export_onnx, file_sha256
         path = Path(tempfile.gettempdir()) / f"hihtrack-{file_sha256(self.weights_path)[:16]}.onnx"
         if not path.exists():
-            tmp = path.with_suffix(f".{id(self)}.tmp")
+            tmp = path.with_suffix(f".{os.getpid()}.{id(self)}.tmp")
             export_onnx(self.net, tmp, self.input_px)
             tmp.replace(path)
         opts = ort.SessionOptions()
