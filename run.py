@@ -246,7 +246,8 @@ def _open_sinks(cfg: dict, source) -> list:
         from stream.video_writer import AnnotatedVideoSink, VideoWriter
         from ui.draw import DrawOptions, draw_frame
         try:
-            writer = VideoWriter(cfg["record_video"], source.fps or 30.0, bool(cfg.get("overwrite")))
+            audio = str(cfg.get("source")) if not source.live else None    # a file's audio is passed through
+            writer = VideoWriter(cfg["record_video"], source.fps or 30.0, bool(cfg.get("overwrite")), audio_from=audio)
         except (FileExistsError, OSError) as e:
             raise CliError(str(e)) from None
         sinks.append(AnnotatedVideoSink(writer, lambda frame: draw_frame(frame, DrawOptions(), None)))

@@ -1,5 +1,6 @@
 """Annotated video out through PyAV: H.264 when the build has it (else MPEG-4), frames stamped with
-the source's own timestamps so variable frame rates and dropped frames keep their timing."""
+the source's own timestamps so variable frame rates and dropped frames keep their timing. The audio
+of a file source is passed through untouched (packets remuxed, not re-encoded), cut to the video."""
 from __future__ import annotations
 
 from fractions import Fraction
@@ -10,7 +11,7 @@ import numpy as np
 
 
 class VideoWriter:
-    def __init__(self, path: str | Path, fps: float = 30.0, overwrite: bool = False):
+    def __init__(self, path: str | Path, fps: float = 30.0, overwrite: bool = False, audio_from: str | None = None):
         self.path = Path(path)
         if self.path.exists() and not overwrite:
             raise FileExistsError(f"{self.path} already exists; choose another name or pass --overwrite")
@@ -18,6 +19,14 @@ class VideoWriter:
         self.fps = fps
         self._container = av.open(str(self.path), "w")
         self._stream = None
+        self._audio_src = self._audio_in = self._audio_out = None
+        if audio_from and Path(audio_from).is_file():
+            src = av.open(audio_from)
+            if src.streams.audio:
+                self._audio_src, self._audio_in = src, src.streams.audio[0]
+                self._audio_out = self._container.add_stream_from_template(self._audio_in)
+            else:
+                src.close()
         self._t0: float | None = None
         self._last_pts = -1
         self.frames = 0
@@ -47,7 +56,28 @@ class VideoWriter:
         if self._stream is not None:
             for packet in self._stream.encode():
                 self._container.mux(packet)
+        if self._audio_src is not None:
+            self._copy_audio()
         self._container.close()
+
+    def _copy_audio(self) -> None:
+        """Remux the source's audio packets that fall within the written video's time span."""
+        end_s = (self._t0 or 0.0) + self._last_pts / 1000 + 1 / self.fps
+        t0 = self._t0 or 0.0
+        for packet in self._audio_src.demux(self._audio_in):
+            if packet.dts is None or packet.pts is None:
+                continue
+            t = float(packet.pts * packet.time_base)
+            if t < t0:
+                continue
+            if t > end_s:
+                break
+            offset = int(round(t0 / packet.time_base))
+            packet.pts -= offset
+            packet.dts -= offset
+            packet.stream = self._audio_out
+            self._container.mux(packet)
+        self._audio_src.close()
 
 
 class AnnotatedVideoSink:

@@ -199,3 +199,35 @@ def test_busy_port_is_one_clear_line():
                        text=True, timeout=120, cwd=ROOT)
     sock.close()
     assert r.returncode == 2 and "already in use" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.e2e
+def test_record_video_passes_audio_through(tmp_path):
+    from stream.demo import DemoSource
+    src_path, out = tmp_path / "with_audio.mp4", tmp_path / "annotated.mp4"
+    demo = DemoSource(frames=30)
+    with av.open(str(src_path), "w") as c:
+        v = c.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=30)
+        v.width, v.height, v.pix_fmt = 640, 480, "yuv420p"
+        a = c.add_stream("aac", rate=44100)
+        a.layout = "mono"
+        for img, _ in demo.frames():
+            for p in v.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                c.mux(p)
+        t = np.arange(44100) / 44100
+        tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+        for i in range(0, 44100, 1024):
+            f = av.AudioFrame.from_ndarray(tone[:, i:i + 1024], format="flt", layout="mono")
+            f.sample_rate, f.pts = 44100, i
+            for p in a.encode(f):
+                c.mux(p)
+        for s in (v, a):
+            for p in s.encode():
+                c.mux(p)
+    r = subprocess.run([sys.executable, str(ROOT / "run.py"), "track", "--source", str(src_path), "--ui", "none",
+                        "--record-video", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    with av.open(str(out)) as c:
+        assert len(c.streams.video) == 1 and len(c.streams.audio) == 1
+        n_audio = sum(1 for _ in c.demux(c.streams.audio[0]))
+    assert n_audio > 20
