@@ -368,7 +368,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.limit:
             faces = faces[: args.limit]
         res = evaluate(faces, args.weights, args.competitors.split(",") if args.competitors else [],
-                       tuple(args.decodes.split(",")), args.device)
+                       tuple(args.decodes.split(",")), args.device, args.dlib_python)
     except (DataError, WeightsError) as e:
         raise CliError(str(e)) from None
     title = args.title or f"{Path(args.data).name} ({len(faces)} faces)"
@@ -449,7 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--weights", default=str(ROOT / "models/weights/hih_small_300w.pt"))
     ev.add_argument("--data", default=str(ROOT.parent / "shared/data/300w"),
                     help="300-W root (test = helen_testset + lfpw_testset), a .pts folder, or a WFLW folder/list")
-    ev.add_argument("--competitors", default="mediapipe,pfld", help="comma list: mediapipe, pfld ('' for none)")
+    ev.add_argument("--competitors", default="mediapipe,pfld", help="comma list: mediapipe, pfld, dlib ('' for none)")
+    ev.add_argument("--dlib-python", dest="dlib_python", help="python of the benchmark env that has dlib (bench/dlib_landmarks.py)")
     ev.add_argument("--decodes", default="hih,dark,centroid,argmax", help="decodes of our network to report")
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--limit", type=int, default=0)

@@ -62,8 +62,28 @@ class EvalResult:
     subsets: dict[str, dict[str, float]]
 
 
+def dlib_predictions(faces: list[Face], python: str) -> tuple[np.ndarray, np.ndarray]:
+    """Run bench/dlib_landmarks.py in the benchmark environment (dlib is not a runtime dependency)."""
+    import subprocess
+    import tempfile
+    tmp = Path(tempfile.mkdtemp(prefix="hihtrack-dlib-"))
+    jobs = [{"image": str(f.image_path), "center": FaceBox.from_landmarks(to_68(f.landmarks_px)).center_px.tolist(),
+             "side": FaceBox.from_landmarks(to_68(f.landmarks_px)).side_px} for f in faces]
+    (tmp / "jobs.json").write_text(json.dumps(jobs))
+    script = Path(__file__).resolve().parents[1] / "bench" / "dlib_landmarks.py"
+    r = subprocess.run([python, str(script), str(tmp / "jobs.json"), str(tmp / "out.npz")], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"dlib competitor failed ({python}): {r.stderr.strip().splitlines()[-1] if r.stderr else '?'}; "
+                           "see bench/dlib_landmarks.py for its environment")
+    with np.load(tmp / "out.npz") as z:
+        return z["landmarks"].astype(np.float64), z["detected"]
+
+
+DLIB_NAME = "dlib 68-point (its own HOG detector)"
+
+
 def evaluate(faces: list[Face], weights: str | Path, competitors: list[str], decodes=("hih", "dark", "argmax"),
-             device: str = "cpu") -> EvalResult:
+             device: str = "cpu", dlib_python: str | None = None) -> EvalResult:
     from models.engine import LandmarkEngine
 
     engines = {d: LandmarkEngine(weights, device, decode=d) for d in decodes}
@@ -85,13 +105,18 @@ def evaluate(faces: list[Face], weights: str | Path, competitors: list[str], dec
         for c in comp:
             preds[c.name].append(c(image, box))
     gt = np.stack(gts)
+    detected_override = {}
+    if "dlib" in competitors:
+        pts, det = dlib_predictions(faces, dlib_python or "python3")
+        preds[DLIB_NAME] = list(pts)
+        detected_override[DLIB_NAME] = int(det.sum())
     ocular = SCHEMES[68].ocular
     rows, per_face = {}, {}
     for name, p in preds.items():
         ok = np.array([q is not None for q in p])
         arr = np.stack([q if q is not None else np.full((68, 2), np.nan) for q in p])
         nme = nme_per_face(arr[ok], gt[ok], ocular)
-        rows[name] = {**summarize(nme), "detected": int(ok.sum())}
+        rows[name] = {**summarize(nme), "detected": detected_override.get(name, int(ok.sum()))}
         per_face[name] = np.where(ok, 0, np.nan)
         per_face[name][ok] = nme
     subsets = {}

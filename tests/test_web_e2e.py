@@ -121,6 +121,14 @@ def test_live_webcam_returns_annotated_frames(app, browser):
     _click(browser, "#inp button.capture-button")   # stop streaming
 
 
+def _open_video_tab(browser, url):
+    browser.get(url)
+    tab = _wait(lambda: [b for b in browser.find_elements("css selector", "button[role=tab]") if "Video file" in b.text],
+                what="video tab")[0]
+    browser.execute_script("arguments[0].click();", tab)
+    _wait(lambda: browser.find_elements("css selector", "#video_in input[type=file]"), what="upload input")
+
+
 def test_video_tab_processes_an_upload(app, browser):
     from stream.demo import DemoSource
     from tests.test_pipeline import write_video
@@ -128,11 +136,7 @@ def test_video_tab_processes_an_upload(app, browser):
     demo = DemoSource(frames=45)
     clip = app["tmp"] / "upload.mp4"
     write_video(clip, [demo.render(i) for i in range(45)])
-    browser.get(app["url"])
-    tab = _wait(lambda: [b for b in browser.find_elements("css selector", "button[role=tab]") if "Video file" in b.text],
-                what="video tab")[0]
-    browser.execute_script("arguments[0].click();", tab)
-    _wait(lambda: browser.find_elements("css selector", "#video_in input[type=file]"), what="upload input")
+    _open_video_tab(browser, app["url"])
     browser.find_element("css selector", "#video_in input[type=file]").send_keys(str(clip))
     _wait(lambda: browser.find_elements("css selector", "#video_in video"), what="uploaded preview")
     _click(browser, "#run_video")
@@ -148,11 +152,7 @@ def test_video_tab_processes_an_upload(app, browser):
 def test_non_video_upload_gets_a_clear_message(app, browser):
     bad = app["tmp"] / "notes.mp4"
     bad.write_text("not a video\n" * 100)
-    browser.get(app["url"])
-    tab = _wait(lambda: [b for b in browser.find_elements("css selector", "button[role=tab]") if "Video file" in b.text],
-                what="video tab")[0]
-    browser.execute_script("arguments[0].click();", tab)
-    _wait(lambda: browser.find_elements("css selector", "#video_in input[type=file]"), what="upload input")
+    _open_video_tab(browser, app["url"])
     browser.find_element("css selector", "#video_in input[type=file]").send_keys(str(bad))
     time.sleep(2)
     _click(browser, "#run_video")
