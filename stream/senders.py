@@ -31,12 +31,14 @@ def packet(frame: Frame) -> dict:
         pose = f.pose_smoothed or f.pose
         faces.append({
             "id": f.track_id, "scheme": f.scheme,
-            "landmarks": np.round(f.smoothed_px if f.smoothed_px is not None else f.landmarks_px, 2).tolist(),
+            # float64 before rounding: float32 values would print as 204.80999755859375
+            "landmarks": np.round(np.asarray(f.smoothed_px if f.smoothed_px is not None else f.landmarks_px,
+                                             np.float64), 2).tolist(),
             "pose": None if pose is None else {"yaw": round(float(pose.rotation_deg[0]), 2),
                                                "pitch": round(float(pose.rotation_deg[1]), 2),
                                                "roll": round(float(pose.rotation_deg[2]), 2),
                                                "translation": np.round(pose.translation, 1).tolist()},
-            "expressions": f.expressions or {}})
+            "expressions": {k: round(float(v), 3) for k, v in (f.expressions or {}).items()}})
     return {"frame": frame.index, "t": round(frame.timestamp_s, 4), "width": frame.image.shape[1],
             "height": frame.image.shape[0], "faces": faces}
 
