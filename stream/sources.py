@@ -38,7 +38,7 @@ class WebcamSource(Source):
     live = True
 
     def __init__(self, index: int, width: int = 640, height: int = 480):
-        self.cap = cv2.VideoCapture(index)
+        self.cap = _quiet_capture(index)
         if not self.cap.isOpened():
             raise SourceError(f"camera {index} did not open; check it is connected and free, or use --source demo / a video file")
         self.cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
@@ -161,9 +161,19 @@ def open_source(spec: str | int, realtime: bool = False, demo_frames: int = 300,
     return AvSource(spec, realtime=realtime)
 
 
+def _quiet_capture(index: int) -> cv2.VideoCapture:
+    """Open a camera without OpenCV's own log lines for a missing device: we say it in one line."""
+    level = cv2.getLogLevel()
+    cv2.setLogLevel(0)   # 0 = silent
+    try:
+        return cv2.VideoCapture(index)
+    finally:
+        cv2.setLogLevel(level)
+
+
 def default_source() -> tuple[str, str | None]:
     """The first webcam if one opens, else the demo clip, with a notice saying so."""
-    cap = cv2.VideoCapture(0)
+    cap = _quiet_capture(0)
     ok = cap.isOpened() and cap.read()[0]
     cap.release()
     if ok:
