@@ -339,20 +339,27 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
+    import yaml
 
+    from models.data import DataError
     from models.train import Recipe, train
 
-    recipe = Recipe.from_dict(_load_yaml(args.config))
+    settings = _load_yaml(args.config)
     for item in args.set or []:  # e.g. --set optim.lr=0.002
         key, _, value = item.partition("=")
         section, _, name = key.partition(".")
-        import yaml
-        setattr(getattr(recipe, section), name, yaml.safe_load(value)) if section != "codec" else \
-            recipe.codec.__setitem__(name, yaml.safe_load(value))
+        settings.setdefault(section, {})[name] = yaml.safe_load(value)
+    try:
+        recipe = Recipe.from_dict(settings)
+    except TypeError as e:
+        raise CliError(f"bad recipe setting in {args.config} or --set ({e}); see configs/hih_small.yaml for the keys") from None
     if args.threads:
         torch.set_num_threads(args.threads)
-    state = train(recipe, args.data, Path(args.out), args.device, Path(args.resume) if args.resume else None,
-                  Path(args.cache) if args.cache else None)
+    try:
+        state = train(recipe, args.data, Path(args.out), args.device, Path(args.resume) if args.resume else None,
+                      Path(args.cache) if args.cache else None)
+    except DataError as e:
+        raise CliError(str(e)) from None
     print(f"done: {state['epoch']} epochs, {state['step']} steps, {state['elapsed_s'] / 60:.1f} min, "
           f"best val NME {state['best_nme']:.2f}; weights in {args.out}/best.pt")
     return 0
