@@ -44,7 +44,7 @@ def _load_yaml(path: str | Path) -> dict:
     return data
 
 
-TRACK_CHOICES = {"ui": ("auto", "opencv", "gradio", "none"), "landmarker": ("hih", "mediapipe"),
+TRACK_CHOICES = {"ui": ("auto", "opencv", "gradio", "webrtc", "none"), "landmarker": ("hih", "mediapipe"),
                  "smoothing": ("kalman", "one_euro", "none"), "detector": ("blazeface", "haar"),
                  "precision": ("fp32", "fp16", "bf16"), "backend": ("torch", "onnxruntime")}
 
@@ -89,8 +89,8 @@ def cmd_track(args: argparse.Namespace) -> int:
     from stream.sources import SourceError, default_source, open_source
 
     cfg = track_settings(args)
-    if cfg["ui"] == "gradio":
-        return _serve_gradio(cfg)
+    if cfg["ui"] in ("gradio", "webrtc"):
+        return _serve_web(cfg)
     ui = None
     if cfg["ui"] == "auto":
         from ui.opencv_window import DisplayError, check_display
@@ -155,8 +155,8 @@ def cmd_track(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_gradio(cfg: dict) -> int:
-    """--ui gradio: the web app on 127.0.0.1 (or --host), --port, optional --share link."""
+def _serve_web(cfg: dict) -> int:
+    """--ui gradio (or webrtc): the web app on 127.0.0.1 (or --host), --port, optional --share link."""
     import socket
 
     web = cfg.setdefault("gradio", {}) or {}
@@ -166,7 +166,14 @@ def _serve_gradio(cfg: dict) -> int:
             sock.bind((host, port))
         except OSError:
             raise CliError(f"port {port} on {host} is already in use; pass --port with a free one") from None
-    from ui.gradio_app import build_app
+    if cfg["ui"] == "webrtc":
+        try:
+            from ui.webrtc_app import build_webrtc_app as build_app
+        except ImportError:
+            raise CliError("--ui webrtc needs the fastrtc package, which pins gradio<6: install it in its own "
+                           "environment (see ui/webrtc_app.py), or use --ui gradio") from None
+    else:
+        from ui.gradio_app import build_app
 
     app = build_app(cfg)
     print(f"hihtrack web app on http://{host}:{port}", file=sys.stderr)
@@ -417,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("track", help="track faces live (the default)")
     tr.add_argument("--source", help="camera index, video file, image folder, URL, demo or demo:N (default: webcam, else demo)")
-    tr.add_argument("--ui", help="auto | opencv | gradio | none (auto: a window when there is a display)")
+    tr.add_argument("--ui", help="auto | opencv | gradio | webrtc | none (auto: a window when there is a display)")
     tr.add_argument("--host", help="gradio: interface to bind (default 127.0.0.1)")
     tr.add_argument("--port", type=int, help="gradio: port (default 7860)")
     tr.add_argument("--share", action="store_true", default=None, help="gradio: also make a public share link")

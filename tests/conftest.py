@@ -26,3 +26,13 @@ def data_wflw() -> Path:
     if not p.is_dir():
         pytest.skip(f"WFLW test faces not found at {p}")
     return p
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """Headless Chromium whose webcam plays the demo clip."""
+    from tests.webutil import make_browser
+    driver = make_browser(tmp_path_factory.mktemp("chrome"))
+    (ROOT / "test-artifacts").mkdir(exist_ok=True)
+    yield driver
+    driver.quit()

@@ -4,19 +4,18 @@ Needs Debian's chromium + chromium-driver and selenium (installed by .ci/run). S
 test-artifacts/ (kept by CI as artifacts; ignored by git).
 """
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.webutil import CHROMEDRIVER, CHROMIUM, click, wait
+
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver")]
@@ -55,58 +54,19 @@ def app(tmp_path_factory):
     proc.wait(timeout=20)
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    from stream.demo import DemoSource, write_y4m
-    tmp = tmp_path_factory.mktemp("chrome")
-    clip = tmp / "face.y4m"
-    write_y4m(clip, DemoSource(frames=150))
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                 f"--use-file-for-fake-video-capture={clip}", "--window-size=1400,1400",
-                 f"--user-data-dir={tempfile.mkdtemp()}"):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(60)
-    ARTIFACTS.mkdir(exist_ok=True)
-    yield driver
-    driver.quit()
-
-
-def _wait(fn, timeout=60, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _click(driver, css):
-    el = driver.find_element("css selector", css)
-    driver.execute_script("arguments[0].scrollIntoView(); arguments[0].click();", el)  # the footer covers buttons
-
-
 def test_live_webcam_returns_annotated_frames(app, browser):
     browser.get(app["url"])
-    _wait(lambda: browser.find_elements("css selector", '#inp div[title="grant webcam access"] button'), what="webcam button")
-    _click(browser, '#inp div[title="grant webcam access"] button')
-    _wait(lambda: browser.execute_script("const v=document.querySelector('#inp video'); return v && v.videoWidth > 0"),
+    wait(lambda: browser.find_elements("css selector", '#inp div[title="grant webcam access"] button'), what="webcam button")
+    click(browser, '#inp div[title="grant webcam access"] button')
+    wait(lambda: browser.execute_script("const v=document.querySelector('#inp video'); return v && v.videoWidth > 0"),
           what="camera preview")
-    _click(browser, "#inp button.capture-button")
+    click(browser, "#inp button.capture-button")
     # count distinct output frames on the client for 15 s: browser-to-browser output rate
     browser.execute_script("""
         window._srcs = new Set(); window._t0 = performance.now();
         window._poll = setInterval(() => { const i = document.querySelector('#out img'); if (i && i.src) window._srcs.add(i.src); }, 5);
     """)
-    _wait(lambda: "faces 1" in browser.find_element("css selector", "#stats").text, timeout=90, what="a tracked face")
+    wait(lambda: "faces 1" in browser.find_element("css selector", "#stats").text, timeout=90, what="a tracked face")
     time.sleep(15)
     n, secs = browser.execute_script("return [window._srcs.size, (performance.now() - window._t0) / 1000]")
     stats = browser.find_element("css selector", "#stats").text
@@ -118,15 +78,15 @@ def test_live_webcam_returns_annotated_frames(app, browser):
     # disk stays bounded: the cache sweep (every 5 s, files older than 5 s) keeps the folder small
     files = [p for p in app["cache"].rglob("*") if p.is_file()]
     assert len(files) < 0.8 * n + 50, (len(files), n)
-    _click(browser, "#inp button.capture-button")   # stop streaming
+    click(browser, "#inp button.capture-button")   # stop streaming
 
 
 def _open_video_tab(browser, url):
     browser.get(url)
-    tab = _wait(lambda: [b for b in browser.find_elements("css selector", "button[role=tab]") if "Video file" in b.text],
+    tab = wait(lambda: [b for b in browser.find_elements("css selector", "button[role=tab]") if "Video file" in b.text],
                 what="video tab")[0]
     browser.execute_script("arguments[0].click();", tab)
-    _wait(lambda: browser.find_elements("css selector", "#video_in input[type=file]"), what="upload input")
+    wait(lambda: browser.find_elements("css selector", "#video_in input[type=file]"), what="upload input")
 
 
 def test_video_tab_processes_an_upload(app, browser):
@@ -138,12 +98,12 @@ def test_video_tab_processes_an_upload(app, browser):
     write_video(clip, [demo.render(i) for i in range(45)])
     _open_video_tab(browser, app["url"])
     browser.find_element("css selector", "#video_in input[type=file]").send_keys(str(clip))
-    _wait(lambda: browser.find_elements("css selector", "#video_in video"), what="uploaded preview")
-    _click(browser, "#run_video")
-    msg = _wait(lambda: "frames" in browser.find_element("css selector", "#video_msg").text
+    wait(lambda: browser.find_elements("css selector", "#video_in video"), what="uploaded preview")
+    click(browser, "#run_video")
+    msg = wait(lambda: "frames" in browser.find_element("css selector", "#video_msg").text
                 and browser.find_element("css selector", "#video_msg").text, timeout=180, what="processing result")
     assert "45 frames" in msg and "faces found in" in msg
-    downloads = _wait(lambda: browser.find_element("css selector", "#downloads").text, what="downloads")
+    downloads = wait(lambda: browser.find_element("css selector", "#downloads").text, what="downloads")
     flat = downloads.replace("\n", "")   # the file list renders names and extensions in separate spans
     assert "annotated.mp4" in flat and "landmarks.csv" in flat, downloads
     browser.save_screenshot(str(ARTIFACTS / "web_video.png"))
@@ -155,8 +115,8 @@ def test_non_video_upload_gets_a_clear_message(app, browser):
     _open_video_tab(browser, app["url"])
     browser.find_element("css selector", "#video_in input[type=file]").send_keys(str(bad))
     time.sleep(2)
-    _click(browser, "#run_video")
-    text = _wait(lambda: ("cannot open" in browser.page_source or "choose a video" in browser.page_source
+    click(browser, "#run_video")
+    text = wait(lambda: ("cannot open" in browser.page_source or "choose a video" in browser.page_source
                           or "Invalid" in browser.page_source) and browser.page_source, timeout=60, what="an error message")
     assert "Traceback" not in text
     assert app["proc"].poll() is None   # the app keeps serving
