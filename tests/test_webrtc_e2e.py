@@ -5,6 +5,7 @@ environment does not). Measures the output frame rate the browser decodes (RTCPe
 """
 import importlib.util
 import time
+from pathlib import Path
 
 import pytest
 
@@ -37,7 +38,6 @@ def app(tmp_path_factory):
     import socket
     import subprocess
     import sys
-    from pathlib import Path
     root = Path(__file__).resolve().parents[1]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -61,5 +61,6 @@ def test_webrtc_stream_returns_annotated_frames(app, browser):
     time.sleep(15)
     n1, t1 = browser.execute_async_script(DECODED), time.time()
     stats = browser.find_element("css selector", "#stats").text
+    browser.save_screenshot(str(Path(__file__).resolve().parents[1] / "test-artifacts" / "webrtc_live.png"))
     print(f"WebRTC: browser decoded {(n1 - n0) / (t1 - t0):.1f} fps; page stats: {stats}")
     assert (n1 - n0) / (t1 - t0) > 2 and "faces 1" in stats
