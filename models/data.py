@@ -215,9 +215,9 @@ def compose(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.cat([a[..., :2] @ b[..., :2], (a[..., :2] @ b[..., 2:] + a[..., 2:])], -1)
 
 
-def normalize(images_bgr_u8: torch.Tensor) -> torch.Tensor:
-    """(B,3,H,W) uint8 BGR -> float RGB ImageNet-normalised."""
-    x = images_bgr_u8.flip(1).float() / 255
+def normalize(images_bgr: torch.Tensor) -> torch.Tensor:
+    """(B,3,H,W) BGR in 0..255 (uint8 or float) -> float RGB ImageNet-normalised."""
+    x = images_bgr.flip(1).float() / 255
     mean = x.new_tensor(IMAGENET_MEAN)[:, None, None]
     std = x.new_tensor(IMAGENET_STD)[:, None, None]
     return (x - mean) / std
@@ -270,5 +270,5 @@ def make_batch(cache: FaceCache, idx: torch.Tensor, input_px: int, aug: AugmentC
     x = crop.warp_batch(images, m.to(device).float(), input_px) / 255
     if aug is not None:
         x = _photometric(x, aug, gen)
-    x = normalize((x * 255).round().clamp(0, 255))  # keep the uint8-equivalent range of inference
+    x = normalize((x * 255).round().clamp(0, 255))  # quantised like the uint8 frames seen at inference
     return x, pts.float().to(device), m.float()

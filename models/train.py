@@ -99,8 +99,7 @@ def forward_and_loss(model, recipe: Recipe, codec: HIHCodec, x, pts) -> dict[str
 
 
 @torch.inference_mode()
-def predict(model, cache: D.FaceCache, recipe: Recipe, device, decodes=DECODES, batch: int = 64,
-            flip_test: bool = False) -> dict[str, np.ndarray]:
+def predict(model, cache: D.FaceCache, recipe: Recipe, device, decodes=DECODES, batch: int = 64) -> dict[str, np.ndarray]:
     """Landmarks in cache px for every face and every decode: {decode: (N,K,2)}."""
     model.eval()
     codec = recipe.hih_codec()
