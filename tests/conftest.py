@@ -20,14 +20,6 @@ def data_300w() -> Path:
     return p
 
 
-@pytest.fixture(scope="session")
-def data_wflw() -> Path:
-    p = SHARED / "wflw"
-    if not p.is_dir():
-        pytest.skip(f"WFLW test faces not found at {p}")
-    return p
-
-
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     """Headless Chromium whose webcam plays the demo clip."""

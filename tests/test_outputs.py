@@ -97,13 +97,8 @@ def test_receivers_get_well_formed_packets_at_the_frame_rate(tmp_path):
     assert len(got["ws"]) > 30 and got["ws"][-1]["faces"][0]["id"] == p["faces"][0]["id"]
 
 
-def _face68():
-    faces = load_faces(ROOT.parent / "shared/data/300w", "test")
-    return faces[0].landmarks_px.astype(np.float64)
-
-
 def test_expressions_follow_the_mouth_and_ignore_head_motion(data_300w):
-    pts = _face68()
+    pts = load_faces(data_300w, "test")[0].landmarks_px.astype(np.float64)
     est = ExpressionEstimator()
     est.calibrate(pts)
     base = est.blendshapes(pts)
