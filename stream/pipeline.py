@@ -111,8 +111,12 @@ class Pipeline:
         self.calibrate_requested = False        # set by a UI ('c' key / button): next frame is the neutral face
         self._smoothers: dict[int, object] = {}
         self._expressions: dict[int, ExpressionEstimator] = {}
-        self._threads = [threading.Thread(target=self._guard, args=(f,), name=f.__name__, daemon=True)
-                         for f in (self._capture, self._detect, self._landmarks, self._smooth)]
+        stages = {"_capture": self._capture,
+                  "_detect": lambda: self._stage("detect", self.slot, self.q_boxes, self._detect),
+                  "_landmarks": lambda: self._stage("landmarks", self.q_boxes, self.q_faces, self._landmarks),
+                  "_smooth": lambda: self._stage("smooth", self.q_faces, self.q_out, self._smooth)}
+        self._threads = [threading.Thread(target=self._guard, args=(fn,), name=name, daemon=True)
+                         for name, fn in stages.items()]
 
     # ---- plumbing ---------------------------------------------------------------------------
     def _guard(self, stage) -> None:
@@ -167,61 +171,52 @@ class Pipeline:
         finally:
             self._put(self.slot, _END, force=True)
 
-    def _detect(self) -> None:
-        while (frame := self._get(self.slot)) is not _END:
+    def _stage(self, name: str, inq, outq, work) -> None:
+        """One pipeline stage: take frames in order, do `work(frame)`, time it, pass it on; forward the end."""
+        while (frame := self._get(inq)) is not _END:
             t = time.perf_counter()
-            frame.box_tracks, frame.boxes, frame.new_tracks = self.tracker.boxes(frame.image, frame.index)
-            frame.timings_ms["detect"] = (time.perf_counter() - t) * 1000
-            if not self._put(self.q_boxes, frame):
+            work(frame)
+            frame.timings_ms[name] = (time.perf_counter() - t) * 1000
+            if not self._put(outq, frame):
                 return
-        self._put(self.q_boxes, _END, force=True)
+        self._put(outq, _END, force=True)
 
-    def _landmarks(self) -> None:
-        while (frame := self._get(self.q_boxes)) is not _END:
-            t = time.perf_counter()
-            results = self.landmarker(frame.image, frame.boxes)
-            lost = set(self.tracker.update(frame.box_tracks, results))
-            for tid, res in zip(frame.box_tracks, results):
-                # the detect stage runs ahead: a track lost on the previous frame may still have
-                # sent a box for this one; only live tracks produce faces
-                if res is not None and tid not in lost and tid in self.tracker.tracks:
-                    frame.faces.append(Face(tid, res.box, res.landmarks_px, res.confidence, self.landmarker.scheme,
-                                            detected=tid in frame.new_tracks))
-            for tid in lost:
-                self._smoothers.pop(tid, None)
-            frame.timings_ms["landmarks"] = (time.perf_counter() - t) * 1000
-            if not self._put(self.q_faces, frame):
-                return
-        self._put(self.q_faces, _END, force=True)
+    def _detect(self, frame: Frame) -> None:
+        frame.box_tracks, frame.boxes, frame.new_tracks = self.tracker.boxes(frame.image, frame.index)
 
-    def _smooth(self) -> None:
-        while (frame := self._get(self.q_faces)) is not _END:
-            t = time.perf_counter()
-            live = {f.track_id for f in frame.faces}
-            for tid in list(self._smoothers):
-                if tid not in live and tid not in self.tracker.tracks:
-                    del self._smoothers[tid]
-                    self._expressions.pop(tid, None)
-            calibrate, self.calibrate_requested = self.calibrate_requested, False
-            h, w = frame.image.shape[:2]
-            for face in frame.faces:
-                sm = self._smoothers.get(face.track_id)
-                if sm is None or face.detected:
-                    sm = self._smoothers[face.track_id] = build_smoother(self.cfg.smoothing, self.cfg.smoothing_settings)
-                smoothed = sm.update(face.landmarks_px, face.confidence, frame.timestamp_s, face.box.side_px)
-                face.smoothed_px = smoothed.astype(np.float32) if self.smoothing_enabled else face.landmarks_px
-                face.pose = estimate_pose(face.landmarks_px, (w, h))
-                face.pose_smoothed = estimate_pose(face.smoothed_px, (w, h))
-                if face.pose_smoothed is not None:   # a scheme with the 68 iBUG points (directly or mapped)
-                    est = self._expressions.setdefault(face.track_id, ExpressionEstimator())
-                    pts68, yaw = to_68(face.smoothed_px), float(face.pose_smoothed.rotation_deg[0])
-                    if calibrate:
-                        est.calibrate(pts68, yaw)
-                    face.expressions = est.blendshapes(pts68, yaw)
-            frame.timings_ms["smooth"] = (time.perf_counter() - t) * 1000
-            if not self._put(self.q_out, frame):
-                return
-        self._put(self.q_out, _END, force=True)
+    def _landmarks(self, frame: Frame) -> None:
+        results = self.landmarker(frame.image, frame.boxes)
+        self.tracker.update(frame.box_tracks, results)
+        for tid, res in zip(frame.box_tracks, results):
+            # only tracks still alive after this update produce faces: this drops the ones lost now
+            # and the ones lost on an earlier frame that the detect stage (running ahead) still boxed
+            if res is not None and tid in self.tracker.tracks:
+                frame.faces.append(Face(tid, res.box, res.landmarks_px, res.confidence, self.landmarker.scheme,
+                                        detected=tid in frame.new_tracks))
+
+    def _smooth(self, frame: Frame) -> None:
+        # filters and expression state belong to this stage alone: drop those of ended tracks
+        live = {f.track_id for f in frame.faces}
+        for tid in list(self._smoothers):
+            if tid not in live and tid not in self.tracker.tracks:
+                del self._smoothers[tid]
+                self._expressions.pop(tid, None)
+        calibrate, self.calibrate_requested = self.calibrate_requested, False
+        h, w = frame.image.shape[:2]
+        for face in frame.faces:
+            sm = self._smoothers.get(face.track_id)
+            if sm is None or face.detected:
+                sm = self._smoothers[face.track_id] = build_smoother(self.cfg.smoothing, self.cfg.smoothing_settings)
+            smoothed = sm.update(face.landmarks_px, face.confidence, frame.timestamp_s, face.box.side_px)
+            face.smoothed_px = smoothed.astype(np.float32) if self.smoothing_enabled else face.landmarks_px
+            face.pose = estimate_pose(face.landmarks_px, (w, h))
+            face.pose_smoothed = estimate_pose(face.smoothed_px, (w, h))
+            if face.pose_smoothed is not None:   # a scheme with the 68 iBUG points (directly or mapped)
+                est = self._expressions.setdefault(face.track_id, ExpressionEstimator())
+                pts68, yaw = to_68(face.smoothed_px), float(face.pose_smoothed.rotation_deg[0])
+                if calibrate:
+                    est.calibrate(pts68, yaw)
+                face.expressions = est.blendshapes(pts68, yaw)
 
     # ---- consumer API -----------------------------------------------------------------------
     def start(self) -> "Pipeline":
