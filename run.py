@@ -23,7 +23,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")          # mediapipe's C++ loggin
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parent
-SUBCOMMANDS = ("track", "train", "eval", "bench", "export", "replay")
+SUBCOMMANDS = ("track", "train", "eval", "bench", "export", "replay", "fit-shape")
 
 
 class CliError(Exception):
@@ -45,7 +45,7 @@ def _load_yaml(path: str | Path) -> dict:
 
 
 TRACK_CHOICES = {"ui": ("auto", "opencv", "gradio", "webrtc", "none"), "landmarker": ("hih", "mediapipe"),
-                 "smoothing": ("kalman", "one_euro", "none"), "detector": ("blazeface", "haar"),
+                 "smoothing": ("shape", "kalman", "one_euro", "none"), "detector": ("blazeface", "haar"),
                  "precision": ("fp32", "fp16", "bf16"), "backend": ("torch", "onnxruntime")}
 
 
@@ -350,6 +350,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from models.data import DataError
     from models.train import Recipe, train
+    from models.weights import WeightsError
 
     settings = _load_yaml(args.config)
     for item in args.set or []:  # e.g. --set optim.lr=0.002
@@ -364,11 +365,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     try:
         state = train(recipe, args.data, Path(args.out), args.device, Path(args.resume) if args.resume else None,
-                      Path(args.cache) if args.cache else None)
-    except DataError as e:
+                      Path(args.cache) if args.cache else None, init=Path(args.init) if args.init else None)
+    except (DataError, WeightsError) as e:
         raise CliError(str(e)) from None
     print(f"done: {state['epoch']} epochs, {state['step']} steps, {state['elapsed_s'] / 60:.1f} min, "
           f"best val NME {state['best_nme']:.2f}; weights in {args.out}/best.pt")
+    return 0
+
+
+def cmd_fit_shape(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from models.data import DataError, load_faces
+    from models.shape import fit_shape_model
+    try:
+        faces = load_faces(args.data, "train")
+    except DataError as e:
+        raise CliError(str(e)) from None
+    model = fit_shape_model(np.stack([f.landmarks_px for f in faces]).astype(np.float64), args.components)
+    model.save(Path(args.out))
+    share = model.sd ** 2 / (model.sd ** 2).sum()
+    print(f"wrote {args.out}: {len(faces)} training shapes, {len(model.sd)} components "
+          f"(the first 8 / 20 hold {share[:8].sum():.0%} / {share[:20].sum():.0%} of the kept variance)")
     return 0
 
 
@@ -408,7 +426,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from bench.jitter import run_jitter
         cfg = _load_yaml(ROOT / "configs/pipeline.yaml")
         print(run_jitter(out, args.faces, Path(args.data) / "300w" if args.data else None,
-                         defaults={"kalman": cfg.get("kalman", {}), "one_euro": cfg.get("one_euro", {})}))
+                         defaults={m: cfg.get(m, {}) for m in ("kalman", "one_euro", "shape")},
+                         weights=Path(args.weights) if args.weights else None,
+                         log=lambda m: print(m, file=sys.stderr, flush=True)))
     elif args.what == "pipeline":
         from bench.pipeline import run_pipeline_bench
         print(run_pipeline_bench(out, args.minutes))
@@ -434,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--precision", help="fp32 | fp16 | bf16")
     tr.add_argument("--backend", help="CPU inference: torch | onnxruntime")
     tr.add_argument("--threads", type=int)
-    tr.add_argument("--smoothing", help="kalman | one_euro | none")
+    tr.add_argument("--smoothing", help="shape | kalman | one_euro | none")
     tr.add_argument("--detector", help="blazeface | haar")
     tr.add_argument("--record", help="write landmarks to PATH (.csv, .jsonl or .npz)")
     tr.add_argument("--record-video", dest="record_video", help="write the annotated video to PATH.mp4 (PyAV)")
@@ -480,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data", help="folder holding 300w/ and wflw/ (default ../shared/data)")
     b.add_argument("--device", default="cpu", help="speed: cpu | cuda")
     b.add_argument("--quick", action="store_true", help="speed: fewer repetitions")
+    b.add_argument("--weights", help="jitter: HIH weights to measure (default: the shipped ones)")
     b.add_argument("--out", default=str(ROOT / "bench/results"))
     b.set_defaults(func=cmd_bench)
 
@@ -490,9 +511,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="runs/train")
     t.add_argument("--device", default="auto")
     t.add_argument("--resume", help="checkpoint (last.pt) to continue from")
+    t.add_argument("--init", help="start from these weights (e.g. the shipped ones) with a fresh optimizer: fine-tuning")
     t.add_argument("--threads", type=int, default=0)
     t.add_argument("--set", action="append", help="override a recipe value, e.g. optim.lr=0.002")
     t.set_defaults(func=cmd_train)
+
+    fs = sub.add_parser("fit-shape", help="fit the shape model the 'shape' stabilizer uses (aligned PCA of training shapes)")
+    fs.add_argument("--data", default=str(ROOT.parent / "shared/data/300w"))
+    fs.add_argument("--components", type=int, default=40)
+    fs.add_argument("--out", default=str(ROOT / "models/weights/shape_300w.npz"))
+    fs.set_defaults(func=cmd_fit_shape)
     return p
 
 

@@ -12,7 +12,10 @@ raw tracks with the frames' timestamps.
   and % of the inter-ocular distance;
 - lag: the delay (frames, 0.1 steps) that best aligns the predicted track with the truth on the
   moving clips (minimum squared error of the shifted signal);
-- accuracy: mean NME per frame.
+- accuracy: mean NME per frame;
+- crop-position spread: the first still frame's tracker box moved over a 17 x 17 grid spanning
+  +-2 image px (size fixed); RMS spread of each landmark around its mean over the grid, % IO.
+  An equivariant landmarker would not move at all (the face did not move).
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ import cv2
 import numpy as np
 
 from models.data import load_faces
-from models.detector import build_detector
+from models.detector import FaceBox, build_detector
 from models.landmarkers import build_landmarker
 from models.schemes import to_68
 from stream.demo import FRAME_SIZE, MotionConfig, face_matrix
@@ -128,30 +131,55 @@ def metrics(pred: np.ndarray, truth: np.ndarray) -> dict:
     return {"jitter_px": jitter_px, "jitter_nme": jitter_px / float(io.mean()) * 100, "nme": float(nme)}
 
 
+def crop_spread(clip: Clip, landmarker, detector, grid_px: float = 2.0, steps: int = 17) -> float:
+    """RMS spread (% IO) of the landmarks when the crop box of one still frame moves over a +-grid_px grid."""
+    frame = clip.frames[0]
+    tracker = Tracker(detector)
+    _, boxes, _ = tracker.boxes(frame, 0)
+    first = landmarker(frame, boxes[:1])
+    if not first or first[0] is None:
+        return float("nan")
+    box = FaceBox.from_landmarks(to_68(first[0].landmarks_px))   # the box tracking would use
+    offsets = np.linspace(-grid_px, grid_px, steps)
+    pts = []
+    for dy in offsets:
+        shifted = [FaceBox(box.center_px + np.array([dx, dy]), box.side_px) for dx in offsets]
+        pts += [to_68(r.landmarks_px) for r in landmarker(frame, shifted) if r is not None]
+    pts = np.stack(pts)
+    io = float(np.linalg.norm(clip.truth[0, 36] - clip.truth[0, 45]))
+    return float(np.sqrt(np.mean(np.sum((pts - pts.mean(0)) ** 2, -1)))) / io * 100
+
+
 SWEEPS = {
     "kalman": ("process_noise", [0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100]),
     "one_euro": ("min_cutoff", [0.01, 0.03, 0.1, 0.3, 1, 3, 10]),
+    "shape": ("shape_min_cutoff", [0.003, 0.01, 0.03, 0.1, 0.3, 1]),
 }
+MODES = ("kalman", "one_euro", "shape")
 
 
 def run_jitter(out_dir: Path, n_faces: int = 4, data: Path | None = None, landmarkers=("hih", "mediapipe"),
-               defaults: dict | None = None) -> str:
+               defaults: dict | None = None, weights: Path | None = None, log=print) -> str:
     data = data or Path(__file__).resolve().parents[2] / "shared/data/300w"
     faces = load_faces(data, "test")
     faces = [faces[i] for i in np.linspace(0, len(faces) - 1, n_faces).astype(int)]
     detector = build_detector("blazeface")
-    defaults = defaults or {"kalman": {}, "one_euro": {}}
+    defaults = {m: {} for m in MODES} | (defaults or {})
     results: dict = {}
     for lm_name in landmarkers:
-        lm = build_landmarker(lm_name)
+        lm = build_landmarker(lm_name, weights=weights) if lm_name == "hih" else build_landmarker(lm_name)
         per_clip: dict[str, list] = {}
-        for face in faces:
-            for clip in make_clips(face, seed=len(per_clip)):
+        spreads = []
+        for n, face in enumerate(faces):
+            log(f"jitter: {lm_name}, face {n + 1}/{len(faces)}")
+            for clip in make_clips(face, seed=n):
                 raw, conf = raw_tracks(clip, lm, detector)
                 per_clip.setdefault(clip.name, []).append((raw, conf, clip.truth))
+                if clip.name == "static":
+                    spreads.append(crop_spread(clip, lm, detector))
         lm.close()
         rows = []
-        settings_list = [("none", {}, None), ("kalman", defaults["kalman"], "default"), ("one_euro", defaults["one_euro"], "default")]
+        settings_list = [("none", {}, None)] + [(m, defaults[m], "default") for m in MODES]
         for mode, (key, values) in SWEEPS.items():
             settings_list += [(mode, {**defaults[mode], key: v}, v) for v in values]
         for mode, settings, tag in settings_list:
@@ -164,7 +192,7 @@ def run_jitter(out_dir: Path, n_faces: int = 4, data: Path | None = None, landma
                          "static_nme": float(np.mean([s["nme"] for s in stat])),
                          **{f"lag_{k}": float(np.mean([lag for _, lag in v])) for k, v in moving.items()},
                          **{f"nme_{k}": float(np.mean([m["nme"] for m, _ in v])) for k, v in moving.items()}})
-        results[lm_name] = rows
+        results[lm_name] = {"rows": rows, "crop_spread_io": float(np.nanmean(spreads))}
     return _write(results, out_dir, len(faces))
 
 
@@ -172,30 +200,33 @@ def _write(results: dict, out_dir: Path, n_faces: int) -> str:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "jitter.json").write_text(json.dumps(results, indent=1))
     lines = [f"Jitter / lag / accuracy, {n_faces} real 300-W test faces x 4 clips of {N_FRAMES} frames at {FPS:.0f} fps, "
-             f"face {FACE_PX:.0f} px", "",
-             "| landmarker | smoothing | jitter px | jitter % IO | lag slow (fr) | lag fast (fr) | lag jump (fr) | NME static | NME fast |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for lm_name, rows in results.items():
-        for r in rows:
+             f"face {FACE_PX:.0f} px, camera noise {CAMERA_NOISE:.0f} grey levels; the tracker's own detector and crops", "",
+             "| landmarker | smoothing | still jitter px | still jitter % IO | lag slow (fr) | lag turn (fr) | lag jump (fr) "
+             "| NME still | NME turn | crop spread % IO |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for lm_name, res in results.items():
+        for r in res["rows"]:
             if r["setting"] in (None, "default"):
                 lines.append(f"| {lm_name} | {r['mode']}{'' if r['setting'] is None else ' (default)'} | {r['jitter_px']:.3f} | "
                              f"{r['jitter_nme']:.3f} | {r['lag_slow drift']:.1f} | {r['lag_fast turn']:.1f} | "
-                             f"{r['lag_sudden jump']:.1f} | {r['static_nme']:.2f} | {r['nme_fast turn']:.2f} |")
+                             f"{r['lag_sudden jump']:.1f} | {r['static_nme']:.2f} | {r['nme_fast turn']:.2f} | "
+                             f"{res['crop_spread_io']:.2f} |")
     md = "\n".join(lines) + "\n"
     (out_dir / "jitter.md").write_text(md)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 5))
-    for lm_name, rows in results.items():
-        for mode, marker in (("kalman", "o"), ("one_euro", "s")):
+    for lm_name, res in results.items():
+        rows = res["rows"]
+        for mode, marker in zip(MODES, "osd"):
             sweep = [r for r in rows if r["mode"] == mode and r["setting"] not in (None, "default")]
-            ax.plot([r["lag_fast turn"] for r in sweep], [r["jitter_px"] for r in sweep], marker + "-", label=f"{lm_name} {mode} sweep")
+            ax.plot([r["lag_fast turn"] for r in sweep], [r["jitter_nme"] for r in sweep], marker + "-", label=f"{lm_name} {mode} sweep")
             d = next(r for r in rows if r["mode"] == mode and r["setting"] == "default")
-            ax.scatter([d["lag_fast turn"]], [d["jitter_px"]], s=160, marker="*", zorder=5, label=f"{lm_name} {mode} default")
+            ax.scatter([d["lag_fast turn"]], [d["jitter_nme"]], s=160, marker="*", zorder=5, label=f"{lm_name} {mode} default")
         raw = next(r for r in rows if r["mode"] == "none")
-        ax.scatter([raw["lag_fast turn"]], [raw["jitter_px"]], s=80, marker="x", zorder=5, label=f"{lm_name} raw")
-    ax.set_xlabel("lag on the fast head turn (frames)"); ax.set_ylabel("jitter on the static clip (px RMS)")
+        ax.scatter([raw["lag_fast turn"]], [raw["jitter_nme"]], s=80, marker="x", zorder=5, label=f"{lm_name} raw")
+    ax.set_xlabel("lag on the fast head turn (frames)"); ax.set_ylabel("jitter on the still clip (% of eye distance, RMS)")
     ax.set_yscale("log"); ax.grid(alpha=0.3); ax.legend(fontsize=6)
     fig.tight_layout(); fig.savefig(out_dir / "jitter.png", dpi=90); plt.close(fig)
     return md

@@ -151,12 +151,21 @@ class HeatmapCodec:
 
 @dataclass
 class HIHCodec:
-    """Heatmap In Heatmap: integer map at floor(p) + a D x D decimal map inside that cell.
+    """Heatmap In Heatmap: integer map at floor(p) + a D x D decimal map that refines its peak cell.
+
+    The decimal map spans `window_cells` cells centred on the peak cell's centre, i.e. fractions
+    [0.5 - W/2, 0.5 + W/2) of a cell measured from the cell's corner. W = 1 is the paper (the map
+    lives inside the cell); W = 2 overlaps half of each neighbour, so a point near a cell edge is
+    described the same way from either cell and the decode does not jump when the peak flips.
 
     label = "official": decimal soft label = softmax of a peak-1 Gaussian at round(D * frac)
-        (spec §3.2; nearly flat, max/min ratio <= e); decoded as argmax / D.
-    label = "normalized": a proper probability, a Gaussian at the exact fraction over sub-cell
-        centres (j + 0.5) / D, normalised to sum 1; decoded by expectation (or argmax).
+        (spec §3.2; nearly flat, max/min ratio <= e); decoded as argmax / D. W = 1 only.
+    label = "normalized": a proper probability, a Gaussian (dec_sigma bins) at the exact fraction
+        over the bin centres, normalised to sum 1.
+    decimal_decode = "argmax" | "expectation" | "calibrated": "calibrated" is the expectation
+        mapped through the inverse of the label's own expectation curve, so that decoding a label
+        gives back exactly the fraction it was made from (plain expectation pulls fractions near
+        the window's edges inwards: with W = 1, 0 -> 0.10 and 1 -> 0.90).
     """
 
     input_px: int = 128
@@ -165,46 +174,77 @@ class HIHCodec:
     int_sigma: float = 1.5
     dec_sigma: float = 1.0
     label: str = "normalized"
-    decimal_decode: str = "expectation"   # "argmax" | "expectation"
+    decimal_decode: str = "expectation"   # "argmax" | "expectation" | "calibrated"
+    window_cells: float = 1.0
+
+    def __post_init__(self):
+        if self.label == "official" and (self.window_cells != 1.0 or self.decimal_decode == "calibrated"):
+            raise ValueError("the official decimal label lives inside one cell and decodes by argmax or "
+                             "expectation: use window_cells 1 and no calibrated decode with it")
+        self._calibration: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def stride(self) -> float:
         return self.input_px / self.heatmap_px
 
-    def _bin_offset(self) -> float:
-        # official bins are labelled by round(D*frac): bin j <-> frac j/D; ours by centres (j+.5)/D
-        return 0.0 if self.label == "official" else 0.5
+    @property
+    def window_start(self) -> float:
+        """Where the decimal window starts, in cells from the peak cell's corner."""
+        return 0.5 - self.window_cells / 2
+
+    def bin_centres(self, device=None) -> torch.Tensor:
+        """(D,) fraction of a cell (from the peak cell's corner) that each decimal bin stands for."""
+        j = torch.arange(self.decimal_px, device=device, dtype=torch.float32)
+        if self.label == "official":  # official bins are labelled by round(D*frac): bin j <-> frac j/D
+            return j / self.decimal_px
+        return self.window_start + (j + 0.5) * self.window_cells / self.decimal_px
+
+    def _labels_1d(self, frac: torch.Tensor) -> torch.Tensor:
+        """(...,) fraction -> (..., D) normalized soft label along one axis (the 2-D label is the outer product)."""
+        bin_w = self.window_cells / self.decimal_px
+        g = torch.exp(-((self.bin_centres(frac.device) - frac[..., None]) / bin_w) ** 2 / (2 * self.dec_sigma ** 2))
+        return g / g.sum(-1, keepdim=True)
 
     def encode(self, landmarks_crop: torch.Tensor, cells: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """-> {"heatmap": (B,K,H,H) target, "decimal": (B,K,D,D) probabilities, "cells": (B,K,2)}.
 
         cells: the integer cell each decimal map refines; default the true floor(p). Passing the
         network's predicted cell trains the decimal head for the cell it will actually refine:
-        the fraction is then clipped to that cell.
+        the fraction is then clipped to that cell's decimal window.
         """
         p = crop_to_heatmap(landmarks_crop, self.stride)
         floor = p.floor().clamp(0, self.heatmap_px - 1)
         heatmap = gaussian_maps(floor, self.heatmap_px, self.int_sigma, 3 * self.int_sigma)
         cells = floor.long() if cells is None else cells
-        frac = (p - cells.to(p.dtype)).clamp(0.0, 1.0 - 1e-6)
-        d = self.decimal_px
+        lo = self.window_start
+        frac = (p - cells.to(p.dtype)).clamp(lo, lo + self.window_cells - 1e-6)
         if self.label == "official":
-            g = gaussian_maps(torch.round(frac * d), d, self.dec_sigma, 3)
+            g = gaussian_maps(torch.round(frac * self.decimal_px), self.decimal_px, self.dec_sigma, 3)
             decimal = torch.softmax(g.flatten(2), -1).view_as(g)
         else:
-            g = gaussian_maps(frac * d - 0.5, d, self.dec_sigma, float("inf"))
-            decimal = g / g.sum((-1, -2), keepdim=True)
+            lx, ly = self._labels_1d(frac[..., 0].float()), self._labels_1d(frac[..., 1].float())
+            decimal = (ly[..., :, None] * lx[..., None, :]).to(p.dtype)
         return {"heatmap": heatmap, "decimal": decimal, "cells": cells}
 
+    def _expectation_curve(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The label's expected fraction as a function of the true fraction (increasing), sampled."""
+        if device not in self._calibration:
+            lo = self.window_start
+            frac = torch.linspace(lo, lo + self.window_cells, 2049, device=device)
+            expected = (self._labels_1d(frac) * self.bin_centres(device)).sum(-1)
+            self._calibration[device] = (expected, frac)
+        return self._calibration[device]
+
     def decimal_fraction(self, logits: torch.Tensor) -> torch.Tensor:
-        """(B,K,D,D) logits -> (B,K,2) fraction of a cell in [0, 1]."""
-        d = self.decimal_px
-        bins = torch.arange(d, device=logits.device, dtype=torch.float32) + self._bin_offset()
+        """(B,K,D,D) logits -> (B,K,2) fraction of a cell from the peak cell's corner."""
+        centres = self.bin_centres(logits.device)
         if self.decimal_decode == "argmax":
-            idx = heatmap_argmax(logits.float()).float()
-            return (idx + self._bin_offset()) / d
+            return centres[heatmap_argmax(logits.float())]
         prob = torch.softmax(logits.float().flatten(2), -1).view_as(logits)
-        return torch.stack([(prob.sum(-2) * bins).sum(-1), (prob.sum(-1) * bins).sum(-1)], -1) / d
+        expected = torch.stack([(prob.sum(-2) * centres).sum(-1), (prob.sum(-1) * centres).sum(-1)], -1)
+        if self.decimal_decode == "calibrated":
+            return _interp(expected, *self._expectation_curve(logits.device))
+        return expected
 
     def decode(self, outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         hm = _last_heatmap(outputs).float()
@@ -212,6 +252,14 @@ class HIHCodec:
         cells = heatmap_argmax(hm) if cells is None else cells
         p = cells.float() + self.decimal_fraction(outputs["decimal"])
         return heatmap_to_crop(p, self.stride), heatmap_confidence(hm)
+
+
+def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+    """np.interp for torch: piecewise-linear through (xp, fp), xp increasing; clamped at the ends."""
+    i = torch.searchsorted(xp, x.contiguous()).clamp(1, len(xp) - 1)
+    x0, x1, f0, f1 = xp[i - 1], xp[i], fp[i - 1], fp[i]
+    t = ((x - x0) / (x1 - x0).clamp_min(1e-12)).clamp(0, 1)
+    return f0 + t * (f1 - f0)
 
 
 def _last_heatmap(outputs: dict[str, torch.Tensor]) -> torch.Tensor:

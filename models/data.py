@@ -182,6 +182,11 @@ class AugmentConfig:
     saturation: float = 0.3
     blur_p: float = 0.0
     occlusion_p: float = 0.0
+    noise_std: float = 0.0         # per-pixel Gaussian sensor noise, grey levels (a webcam's still face)
+    # second view for the consistency loss: a small extra similarity of the same crop
+    pair_shift_px: float = 2.0     # U(+-) input px, sub-pixel
+    pair_scale: float = 0.02       # U(1-s, 1+s)
+    pair_rotate_deg: float = 2.0   # U(+-)
 
 
 def nominal_matrices(landmarks: torch.Tensor, input_px: int, crop_scale: float) -> torch.Tensor:
@@ -256,19 +261,53 @@ def make_batch(cache: FaceCache, idx: torch.Tensor, input_px: int, aug: AugmentC
     Without `aug` this is the deterministic test crop. The inverse matrices map predictions
     back to the cache frame, where NME is measured.
     """
-    lms = cache.landmarks[idx].double()
-    m = nominal_matrices(lms, input_px, aug.crop_scale if aug else AugmentConfig.crop_scale)
+    m, flip = _view_matrices(cache, idx, input_px, aug, gen)
+    return _render(cache, idx, m, flip, input_px, aug, gen, device)
+
+
+def make_view_pair(cache: FaceCache, idx: torch.Tensor, input_px: int, aug: AugmentConfig, gen: torch.Generator,
+                   device: torch.device) -> tuple[tuple, tuple, torch.Tensor]:
+    """Two views of the same faces for the consistency loss: the second is the first moved by a small
+    random similarity (sub-pixel shift, scale, rotation) with its own photometric draw and noise.
+
+    -> (view a, view b, (B,2,3) matrix taking view-a input px to view-b input px); views as make_batch.
+    """
+    m_a, flip = _view_matrices(cache, idx, input_px, aug, gen)
+    n = len(idx)
+    u = lambda: 2 * torch.rand(n, generator=gen, dtype=torch.float64) - 1  # noqa: E731
+    angle, scale = u() * math.radians(aug.pair_rotate_deg), 1 + u() * aug.pair_scale
+    shift = torch.stack([u(), u()], -1) * aug.pair_shift_px
+    c, s = torch.cos(angle) * scale, torch.sin(angle) * scale
+    a = torch.stack([torch.stack([c, s], -1), torch.stack([-s, c], -1)], -2)
+    mid = torch.full((n, 2), (input_px - 1) / 2, dtype=torch.float64)
+    a_to_b = torch.cat([a, (mid - (a @ mid[..., None])[..., 0] + shift)[..., None]], -1)
+    view_a = _render(cache, idx, m_a, flip, input_px, aug, gen, device)
+    view_b = _render(cache, idx, compose(a_to_b, m_a), flip, input_px, aug, gen, device)
+    return view_a, view_b, a_to_b.float()
+
+
+def _view_matrices(cache: FaceCache, idx: torch.Tensor, input_px: int, aug: AugmentConfig | None,
+                   gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,2,3) cache->input matrices (float64) and the flip mask (B,)."""
+    m = nominal_matrices(cache.landmarks[idx].double(), input_px, aug.crop_scale if aug else AugmentConfig.crop_scale)
     flip = torch.zeros(len(idx), dtype=torch.bool)
     if aug is not None:
         a, flip = random_matrices(len(idx), input_px, aug, gen)
         m = compose(a.double(), m)
-    pts = crop.transform_points(m, lms)
+    return m, flip
+
+
+def _render(cache: FaceCache, idx: torch.Tensor, m: torch.Tensor, flip: torch.Tensor, input_px: int,
+            aug: AugmentConfig | None, gen: torch.Generator, device: torch.device):
+    pts = crop.transform_points(m, cache.landmarks[idx].double())
     if flip.any():
-        perm = torch.as_tensor(scheme_for(lms.shape[1]).flip)
+        perm = torch.as_tensor(scheme_for(pts.shape[1]).flip)
         pts = torch.where(flip[:, None, None], pts[:, perm], pts)
     images = cache.images[idx].to(device, non_blocking=True).float()
     x = crop.warp_batch(images, m.to(device).float(), input_px) / 255
     if aug is not None:
         x = _photometric(x, aug, gen)
+        if aug.noise_std > 0:
+            x = x + torch.randn(x.shape, generator=gen).to(x.device) * (aug.noise_std / 255)
     x = normalize((x * 255).round().clamp(0, 255))  # quantised like the uint8 frames seen at inference
     return x, pts.float().to(device), m.float()

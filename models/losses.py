@@ -14,6 +14,9 @@ class LossConfig:
     # "official": kl_div(log_softmax, q, reduction="mean") = sum KL / (B*K*D*D), as the paper's code.
     # "ce": soft-label cross-entropy per landmark (sum over the D*D cells, mean over B*K).
     decimal_loss: str = "ce"
+    # transform consistency (SBR-style): two views of a face, a small similarity apart, must decode to
+    # the same landmarks once mapped into one frame; squared difference in heatmap cells
+    consistency_weight: float = 0.0
 
 
 def heatmap_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -34,3 +37,15 @@ def hih_loss(outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
     hm = heatmap_loss(outputs["heatmaps"].float(), targets["heatmap"])
     dec = decimal_loss(outputs["decimal"], targets["decimal"], cfg.decimal_loss)
     return {"loss": cfg.heatmap_weight * hm + cfg.decimal_weight * dec, "heatmap": hm, "decimal": dec}
+
+
+def consistency_loss(points_a_in_b: torch.Tensor, points_b: torch.Tensor, stride: float) -> torch.Tensor:
+    """Huber distance (heatmap cells) between view a's landmarks mapped into view b and view b's.
+
+    Landmarks the two views place more than a cell apart are left out: the decimal map cannot
+    bridge a wrong integer peak, and their large errors made fine-tuning diverge.
+    """
+    diff = (points_a_in_b - points_b) / stride
+    agree = (diff.abs() < 1.0).all(-1, keepdim=True)
+    huber = F.smooth_l1_loss(diff, torch.zeros_like(diff), reduction="none", beta=0.25)
+    return (huber * agree).sum() / agree.sum().clamp_min(1) / 2

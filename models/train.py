@@ -24,11 +24,11 @@ import torch.distributed as dist
 
 from models import data as D
 from models.codec import HIHCodec, build_codec
-from models.losses import LossConfig, hih_loss
+from models.losses import LossConfig, consistency_loss, hih_loss
 from models.metrics import nme_per_face, summarize
 from models.network import NetworkConfig, build_network
 from models.schemes import scheme_for
-from models.weights import load_checkpoint, save_checkpoint
+from models.weights import load_checkpoint, load_into, save_checkpoint
 
 DECODES = ("hih", "argmax", "quarter", "centroid", "dark", "softargmax")
 
@@ -44,6 +44,7 @@ class OptimConfig:
     eval_every_epochs: int = 2
     seed: int = 0
     roi_cell: str = "predicted"    # which integer cell the ROI decimal head learns to refine
+    grad_clip: float = 0.0         # > 0: clip the gradient norm (fine-tuning with the consistency loss)
 
 
 @dataclass
@@ -86,8 +87,12 @@ def _ddp() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def forward_and_loss(model, recipe: Recipe, codec: HIHCodec, x, pts) -> dict[str, torch.Tensor]:
-    """One training forward: the decimal target refers to the cell the decimal map refines."""
+def forward_and_loss(model, recipe: Recipe, codec: HIHCodec, x, pts, a_to_b: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """One training forward: the decimal target refers to the cell the decimal map refines.
+
+    a_to_b: when given, x and pts hold two views (first half a, second half b) of the same faces and
+    (B,2,3) maps view-a input px to view-b input px; the consistency term compares their decodes.
+    """
     use_gt_cell = recipe.model.decimal_head == "global" or recipe.optim.roi_cell == "gt"
     if use_gt_cell:
         gt_cells = ((pts + 0.5) / codec.stride).floor().clamp(0, codec.heatmap_px - 1).long()
@@ -95,7 +100,22 @@ def forward_and_loss(model, recipe: Recipe, codec: HIHCodec, x, pts) -> dict[str
     else:
         out = model(x)
     targets = codec.encode(pts, cells=out["peak_cells"])
-    return hih_loss(out, targets, recipe.loss)
+    parts = hih_loss(out, targets, recipe.loss)
+    if a_to_b is not None:
+        decoded, _ = codec.decode(out)            # differentiable through the decimal expectation
+        da, db = decoded.chunk(2)
+        parts["consistency"] = consistency_loss(D.crop.transform_points(a_to_b.to(da.device), da), db, codec.stride)
+        parts["loss"] = parts["loss"] + recipe.loss.consistency_weight * parts["consistency"]
+    return parts
+
+
+def training_batch(tr: D.FaceCache, idx: torch.Tensor, recipe: Recipe, gen: torch.Generator, dev) -> tuple:
+    """(x, pts, a_to_b): one augmented view per face, or two (stacked) when the consistency loss is on."""
+    if recipe.loss.consistency_weight <= 0:
+        x, pts, _ = D.make_batch(tr, idx, recipe.model.input_px, recipe.augment, gen, dev)
+        return x, pts, None
+    (xa, pa, _), (xb, pb, _), a_to_b = D.make_view_pair(tr, idx, recipe.model.input_px, recipe.augment, gen, dev)
+    return torch.cat([xa, xb]), torch.cat([pa, pb]), a_to_b
 
 
 @torch.inference_mode()
@@ -126,7 +146,7 @@ def evaluate_cache(model, cache: D.FaceCache, recipe: Recipe, device, decodes=DE
 
 
 def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = "auto", resume: Path | None = None,
-          cache_dir: Path | None = None, log=print) -> dict:
+          cache_dir: Path | None = None, log=print, init: Path | None = None) -> dict:
     rank, world = _ddp()
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     if dev.type == "cuda" and world > 1:
@@ -150,6 +170,8 @@ def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = 
     model = build_network(recipe.model).to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
     state = {"epoch": 0, "step": 0, "best_nme": float("inf"), "elapsed_s": 0.0}
+    if init is not None and resume is None:
+        load_into(model, load_checkpoint(init)["state_dict"], str(init))
     if resume is not None:
         ck = load_checkpoint(resume)
         model.load_state_dict(ck["state_dict"])
@@ -186,26 +208,29 @@ def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = 
             lr = o.lr * min(1.0, (state["step"] + 1) / o.warmup_steps) * 0.5 * (1 + math.cos(math.pi * progress))
             for g in opt.param_groups:
                 g["lr"] = lr
-            x, pts, _ = D.make_batch(tr, idx, recipe.model.input_px, recipe.augment, gen, dev)
+            x, pts, a_to_b = training_batch(tr, idx, recipe, gen, dev)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                parts = forward_and_loss(net, recipe, codec, x.contiguous(memory_format=torch.channels_last), pts)
+                parts = forward_and_loss(net, recipe, codec, x.contiguous(memory_format=torch.channels_last), pts, a_to_b)
             opt.zero_grad(set_to_none=True)
             parts["loss"].backward()
+            if o.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
             opt.step()
             state["step"] += 1
-            losses.append([float(parts[k].detach()) for k in ("loss", "heatmap", "decimal")])
+            losses.append([float(parts[k].detach()) for k in ("loss", "heatmap", "decimal")]
+                          + [float(parts.get("consistency", torch.zeros(())).detach())])
             if rank == 0 and state["step"] % 20 == 0:
                 eta = (1 - progress) * elapsed / max(progress, 1e-9)
                 recent = np.mean(losses[-20:], 0)
                 sys.stderr.write(f"\repoch {state['epoch']} step {state['step']} loss {recent[0]:.5f} "
-                                 f"(hm {recent[1]:.5f} dec {recent[2]:.4f}) lr {lr:.2e} ETA {eta / 60:.1f} min   ")
+                                 f"(hm {recent[1]:.5f} dec {recent[2]:.4f} cons {recent[3]:.4f}) lr {lr:.2e} ETA {eta / 60:.1f} min   ")
         state["epoch"] += 1
         state["elapsed_s"] = time.perf_counter() - t0
         if o.budget_s <= 0 and state["epoch"] >= o.epochs:
             done = True
         if rank == 0 and (done or state["epoch"] % o.eval_every_epochs == 0):
             res = evaluate_cache(model, val, recipe, dev)
-            mean_losses = np.mean(losses, 0) if losses else [float("nan")] * 3
+            mean_losses = np.mean(losses, 0)[:3] if losses else [float("nan")] * 3
             losses.clear()
             writer.writerow([state["epoch"], state["step"], round(state["elapsed_s"], 1), f"{lr:.3e}",
                              *[f"{v:.6f}" for v in mean_losses], *[f"{res[d]['nme']:.3f}" for d in DECODES]])

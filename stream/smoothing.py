@@ -7,15 +7,25 @@ object itself holds one filter, and K*2 of them per frame would be K*2 Python ob
 predict/update equations of the same model are applied here to all coordinates at once (each
 coordinate is an independent 2-state filter: position, velocity).
 
+The shape-aware stabilizer (`shape`) splits 68-point faces with a statistical shape model
+(models/shape.py) into a similarity (head motion) and the shape in the model's frame (PCA
+coefficients, clipped to plausible values, plus the residual the model does not describe: a
+person's own detail, and blinks, which 300-W's training faces hardly show). Each part has its own
+One Euro setting: the head follows with little lag, and the shape, no longer moved by the head,
+can be held steady and still open up for a fast blink or jaw drop.
+
 Noise is expressed in face-size units (the `scale` passed in, e.g. the face box side), so one
 setting fits near and far faces; the measurement noise of each point grows as its confidence falls.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from filterpy.common import Q_discrete_white_noise
+
+from models.shape import DEFAULT_SHAPE_MODEL, ShapeModel, apply_similarity
 
 
 @dataclass
@@ -104,6 +114,50 @@ class OneEuroSmoother:
         return self.x.copy()
 
 
+@dataclass
+class ShapeConfig:
+    components: int = 20             # shape coefficients kept (of the model's 40); fewer = steadier, stiffer
+    rigid_min_cutoff: float = 0.5    # One Euro on the similarity (px, face-size units)
+    rigid_beta: float = 80.0
+    shape_min_cutoff: float = 0.05   # One Euro on the shape coefficients (model units ~ face radius)
+    shape_beta: float = 5.0         # chosen on bench jitter + the blink/jaw test (beta 3: blinks half lost)
+    d_cutoff: float = 1.0
+    model: str | None = None         # .npz from `run.py fit-shape`; None = the shipped 300-W model
+
+
+@lru_cache(maxsize=4)
+def _shape_model(path: str) -> ShapeModel:
+    return ShapeModel.load(path)
+
+
+class ShapeSmoother:
+    """Rigid part and shape part filtered apart; faces that the model does not describe (another
+    landmark scheme, e.g. MediaPipe's 478 points) get One Euro with the rigid setting."""
+
+    def __init__(self, cfg: ShapeConfig | None = None):
+        self.cfg = c = cfg or ShapeConfig()
+        self.model = _shape_model(str(c.model or DEFAULT_SHAPE_MODEL))
+        self.rigid = OneEuroSmoother(OneEuroConfig(c.rigid_min_cutoff, c.rigid_beta, c.d_cutoff))
+        self.shape = OneEuroSmoother(OneEuroConfig(c.shape_min_cutoff, c.shape_beta, c.d_cutoff))
+
+    def reset(self) -> None:
+        self.rigid.reset()
+        self.shape.reset()
+
+    def update(self, z: np.ndarray, confidence: np.ndarray | None, timestamp_s: float, scale: float = 1.0) -> np.ndarray:
+        z = np.asarray(z, np.float64)
+        if z.shape != self.model.mean.shape:
+            return self.rigid.update(z, confidence, timestamp_s, scale)
+        similarity, model_pts = self.model.to_model(z)
+        k = self.cfg.components
+        coefficients = self.model.coefficients(model_pts, k)
+        residual = (model_pts - self.model.reconstruct(coefficients)).ravel()
+        # the similarity's a, b are px per model unit (a face radius) and t is px: all image px
+        similarity = self.rigid.update(similarity, None, timestamp_s, scale)
+        shape = self.shape.update(np.concatenate([coefficients, residual]), None, timestamp_s, 1.0)
+        return apply_similarity(similarity, self.model.reconstruct(shape[:k]) + shape[k:].reshape(-1, 2))
+
+
 class NoSmoother:
     def reset(self) -> None:
         pass
@@ -112,7 +166,8 @@ class NoSmoother:
         return np.asarray(z, np.float64).copy()
 
 
-SMOOTHERS = {"kalman": (KalmanSmoother, KalmanConfig), "one_euro": (OneEuroSmoother, OneEuroConfig), "none": (NoSmoother, None)}
+SMOOTHERS = {"kalman": (KalmanSmoother, KalmanConfig), "one_euro": (OneEuroSmoother, OneEuroConfig),
+             "shape": (ShapeSmoother, ShapeConfig), "none": (NoSmoother, None)}
 
 
 def build_smoother(name: str, settings: dict | None = None):

@@ -74,3 +74,56 @@ def test_face_size_normalisation():
 def test_none_passes_through():
     _, z = noisy_static()
     assert np.allclose(run(NoSmoother(), z), z)
+
+
+# ---- shape-aware stabilizer ------------------------------------------------------------------
+
+def _real_face(data_300w):
+    from models.data import load_faces
+    return load_faces(data_300w, "test")[0].landmarks_px.astype(np.float64)
+
+
+def test_shape_smoother_steadies_a_real_face_and_follows_head_motion(data_300w):
+    face = _real_face(data_300w)
+    rng = np.random.default_rng(4)
+    still = face[None] + rng.normal(0, 0.7, (N, 68, 2))
+    out = run(build_smoother("shape"), still)
+    jitter_in = np.sqrt(np.mean(np.diff(still[30:], axis=0) ** 2))
+    jitter_out = np.sqrt(np.mean(np.diff(out[30:], axis=0) ** 2))
+    assert jitter_out < 0.2 * jitter_in, (jitter_in, jitter_out)
+    assert np.abs(out[60:] - face).mean() < np.abs(still[60:] - face).mean()
+    # a brisk head move (150 px/s): the rigid part follows with little lag
+    t = np.arange(N) / FPS
+    moving = face[None] + np.stack([150 * t, -60 * t], -1)[:, None, :]
+    out = run(build_smoother("shape"), moving + rng.normal(0, 0.5, moving.shape))
+    assert np.abs(out[60:] - moving[60:]).mean() < 1.5
+
+
+def test_shape_smoother_lets_blinks_and_jaw_opening_through(data_300w):
+    """A 5-frame blink and a held jaw opening, on a noisy still face: the smoothed landmarks still
+    show them in the ARKit-named values the avatar receives."""
+    from stream.expressions import ExpressionEstimator
+    face = _real_face(data_300w)
+    io = np.linalg.norm(face[36] - face[45])
+    closed, opened = face.copy(), face.copy()
+    for a, b in ((37, 41), (38, 40), (43, 47), (44, 46)):
+        closed[a] = closed[b] = (face[a] + face[b]) / 2
+    opened[[56, 57, 58, 65, 66, 67, 5, 6, 7, 8, 9, 10, 11]] += [0, 0.3 * io]
+    seq = np.stack([face] * 40 + [closed] * 5 + [face] * 40 + [opened] * 15 + [face] * 20)
+    rng = np.random.default_rng(5)
+    out = run(build_smoother("shape"), seq + rng.normal(0, 0.3, seq.shape))
+    est = ExpressionEstimator()
+    est.calibrate(face)
+    blink = max(est.blendshapes(out[i])["eyeBlinkLeft"] for i in range(40, 48))
+    jaw = max(est.blendshapes(out[i])["jawOpen"] for i in range(85, 102))
+    raw_jaw = est.blendshapes(opened)["jawOpen"]
+    assert blink > 0.6, blink
+    assert jaw > 0.8 * raw_jaw, (jaw, raw_jaw)
+    assert est.blendshapes(out[-1])["eyeBlinkLeft"] < 0.15 and est.blendshapes(out[-1])["jawOpen"] < 0.1
+
+
+def test_shape_smoother_falls_back_for_other_schemes():
+    truth, z = noisy_static(k=478)
+    out = run(build_smoother("shape"), z)
+    assert out.shape == z.shape
+    assert np.sqrt(np.mean(np.diff(out[30:], axis=0) ** 2)) < np.sqrt(np.mean(np.diff(z[30:], axis=0) ** 2))
