@@ -45,25 +45,36 @@ class BoxCalibration:
         return FaceBox(c, self.scale * s, score)
 
 
-# measured on the 554 300-W common test faces (bench/results/detector_calibration.json)
+# fitted on the 2012 300-W training faces (python -m bench.detector_calibration -> bench/results/detector_calibration.json)
 CALIBRATION = {
-    "blazeface": BoxCalibration(scale=0.893, shift_x=0.0, shift_y=0.098),
+    "blazeface-short": BoxCalibration(scale=0.893, shift_x=0.0, shift_y=0.098),
+    "blazeface-full": BoxCalibration(scale=0.893, shift_x=0.0, shift_y=0.098),
     "haar": BoxCalibration(scale=0.864, shift_x=0.006, shift_y=0.152),
 }
+BLAZEFACE_MODELS = {"short": 0, "full": 1}   # MediaPipe's model_selection
 
 
 class BlazeFaceDetector:
+    """MediaPipe's BlazeFace, both models: the short-range one finds the faces that fill the frame
+    (a webcam close-up, a portrait photo: the full-range model missed 26 of the 554 300-W test
+    faces, all close-ups, and the short-range one none), the full-range one the small faces further
+    away. Their boxes are merged (the higher score wins an overlap)."""
+
     name = "blazeface"
 
-    def __init__(self, min_score: float = 0.5, full_range: bool = True, calibration: BoxCalibration | None = None):
+    def __init__(self, min_score: float = 0.5, ranges: tuple[str, ...] = ("short", "full"), merge_iou: float = 0.3,
+                 calibration: dict[str, BoxCalibration] | None = None):
         import mediapipe as mp
-        self._fd = mp.solutions.face_detection.FaceDetection(
-            model_selection=1 if full_range else 0, min_detection_confidence=min_score)
-        self.calibration = calibration or CALIBRATION[self.name]
+        self._models = {r: mp.solutions.face_detection.FaceDetection(model_selection=BLAZEFACE_MODELS[r],
+                                                                     min_detection_confidence=min_score)
+                        for r in ranges}
+        self.calibration = calibration or CALIBRATION
+        self.merge_iou = merge_iou
 
-    def raw(self, image_bgr: np.ndarray) -> list[tuple[float, float, float, float, float]]:
+    def raw(self, image_bgr: np.ndarray, model: str) -> list[tuple[float, float, float, float, float]]:
+        """One model's boxes (x, y, w, h, score) in image px."""
         h, w = image_bgr.shape[:2]
-        res = self._fd.process(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB))
+        res = self._models[model].process(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB))
         out = []
         for d in res.detections or []:
             b = d.location_data.relative_bounding_box
@@ -71,10 +82,24 @@ class BlazeFaceDetector:
         return out
 
     def __call__(self, image_bgr: np.ndarray) -> list[FaceBox]:
-        return [self.calibration.apply(*r) for r in self.raw(image_bgr)]
+        boxes = [self.calibration[f"blazeface-{m}"].apply(*r) for m in self._models for r in self.raw(image_bgr, m)]
+        kept: list[FaceBox] = []
+        for b in sorted(boxes, key=lambda b: -b.score):
+            if all(iou(b.xyxy(), k.xyxy()) < self.merge_iou for k in kept):
+                kept.append(b)
+        return kept
 
     def close(self) -> None:
-        self._fd.close()
+        for m in self._models.values():
+            m.close()
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    x0, y0 = np.maximum(a[:2], b[:2])
+    x1, y1 = np.minimum(a[2:], b[2:])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
 
 
 class HaarDetector:
@@ -88,7 +113,7 @@ class HaarDetector:
         self.min_size_px = min_size_px
         self.calibration = calibration or CALIBRATION[self.name]
 
-    def raw(self, image_bgr: np.ndarray) -> list[tuple[float, float, float, float, float]]:
+    def raw(self, image_bgr: np.ndarray, model: str = "haar") -> list[tuple[float, float, float, float, float]]:
         gray = cv2.equalizeHist(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY))
         rects = self._cc.detectMultiScale(gray, 1.1, 5, minSize=(self.min_size_px,) * 2)
         return [(float(x), float(y), float(w), float(h), 1.0) for x, y, w, h in rects]

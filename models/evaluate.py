@@ -1,8 +1,12 @@
 """Evaluation on held-out annotated faces: our decodes and competitors on the same faces and boxes.
 
-Protocol: every method gets the same face square (the ground-truth 68-point landmark extent, as
-the training crops; documented optimistic vs detector boxes), each applies its own margin
-convention (ours 1.3x, PFLD 1.2x, Face Mesh 2x). Predictions and ground truth are compared as 68
+Two protocols, every method on the same boxes, each applying its own margin convention (ours 1.3x,
+PFLD 1.2x, Face Mesh 2x):
+- "detector" (what a user gets): the project's detector on the whole image, the detection nearest the
+  annotated face, then each method re-crops from its own landmarks until the box settles
+  (models.landmarkers.settle), as the tracker does for a new face or a photo. A face the detector
+  misses counts as missed (the faces column says how many were found).
+- "gt-box": the ground-truth 68-point landmark-extent square, as the training crops (optimistic). Predictions and ground truth are compared as 68
 iBUG points in original image pixels; NME is normalised by the outer-eye-corner distance.
 Index maps: WFLW-98 -> 68 and Face Mesh 478 -> 68 in models/schemes.py.
 """
@@ -18,14 +22,15 @@ import numpy as np
 
 from models import crop
 from models.data import Face
-from models.detector import FaceBox
+from models.detector import FaceBox, build_detector
+from models.landmarkers import HIHLandmarker, LandmarkResult, MediaPipeLandmarker, settle
 from models.metrics import ced, nme_per_face, summarize
 from models.schemes import SCHEMES, to_68
 
 PFLD_ONNX = Path(__file__).resolve().parents[2] / "shared/data/checkpoints/pfld_ghostone_wflw98/PFLD_GhostOne_112_1_opt_sim.onnx"
 
 
-class PFLDCompetitor:
+class PFLDLandmarker:
     """PFLD-GhostOne (WFLW-98) on onnxruntime; I/O as its SOURCE.md: BGR, [-1,1], 112 px, 1.2x square."""
 
     name = "PFLD-GhostOne (98->68)"
@@ -34,25 +39,17 @@ class PFLDCompetitor:
         import onnxruntime as ort
         self.sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
-    def __call__(self, image: np.ndarray, box: FaceBox) -> np.ndarray:
-        m = crop.similarity(box.center_px, box.side_px * 1.2, 112)
-        x = crop.warp(image, m, 112).astype(np.float32) / 255
-        x = ((x - 0.5) / 0.5).transpose(2, 0, 1)[None]
-        out = self.sess.run(None, {"input": x})[0].reshape(98, 2)
-        # normalised [0,1] of the crop -> crop pixel centres -> image px
-        return to_68(crop.transform_points(crop.invert(m), out.astype(np.float64) * 112 - 0.5))
-
-
-class MediaPipeCompetitor:
-    name = "MediaPipe Face Mesh (478->68)"
-
-    def __init__(self):
-        from models.landmarkers import MediaPipeLandmarker
-        self.lm = MediaPipeLandmarker()
-
-    def __call__(self, image: np.ndarray, box: FaceBox) -> np.ndarray | None:
-        res = self.lm(image, [box])[0]
-        return None if res is None else to_68(res.landmarks_px)
+    def __call__(self, image: np.ndarray, boxes: list[FaceBox]) -> list[LandmarkResult]:
+        out = []
+        for box in boxes:
+            m = crop.similarity(box.center_px, box.side_px * 1.2, 112)
+            x = crop.warp(image, m, 112).astype(np.float32) / 255
+            x = ((x - 0.5) / 0.5).transpose(2, 0, 1)[None]
+            pts = self.sess.run(None, {"input": x})[0].reshape(98, 2)
+            # normalised [0,1] of the crop -> crop pixel centres -> image px
+            img_pts = to_68(crop.transform_points(crop.invert(m), pts.astype(np.float64) * 112 - 0.5))
+            out.append(LandmarkResult(img_pts, np.ones(68, np.float32), box))
+        return out
 
 
 @dataclass
@@ -82,28 +79,38 @@ def dlib_predictions(faces: list[Face], python: str) -> tuple[np.ndarray, np.nda
 DLIB_NAME = "dlib 68-point (its own HOG detector)"
 
 
-def evaluate(faces: list[Face], weights: str | Path, competitors: list[str], decodes=("hih", "dark", "argmax"),
-             device: str = "cpu", dlib_python: str | None = None) -> EvalResult:
-    from models.engine import LandmarkEngine
+MEDIAPIPE_NAME = "MediaPipe Face Mesh (478->68)"
+PROTOCOLS = ("detector", "gt-box")
 
-    engines = {d: LandmarkEngine(weights, device, decode=d) for d in decodes}
-    comp = []
+
+def _nearest_detection(boxes: list[FaceBox], gt: FaceBox) -> FaceBox | None:
+    near = [b for b in boxes if np.abs(b.center_px - gt.center_px).max() < gt.side_px / 2]
+    return min(near, key=lambda b: np.linalg.norm(b.center_px - gt.center_px)) if near else None
+
+
+def evaluate(faces: list[Face], weights: str | Path, competitors: list[str], decodes=("hih", "dark", "argmax"),
+             device: str = "cpu", dlib_python: str | None = None, protocol: str = "detector",
+             refine_passes: int = 3) -> EvalResult:
+    methods = {f"hihtrack ({d} decode)": HIHLandmarker(weights, device, backend="torch", decode=d) for d in decodes}
     if "mediapipe" in competitors:
-        comp.append(MediaPipeCompetitor())
+        methods[MEDIAPIPE_NAME] = MediaPipeLandmarker()
     if "pfld" in competitors and PFLD_ONNX.exists():
-        comp.append(PFLDCompetitor())
-    preds: dict[str, list] = {**{f"hihtrack ({d} decode)": [] for d in decodes}, **{c.name: [] for c in comp}}
+        methods[PFLDLandmarker.name] = PFLDLandmarker()
+    detector = build_detector("blazeface") if protocol == "detector" else None
+    preds: dict[str, list] = {name: [] for name in methods}
     gts = []
     for f in faces:
         image = cv2.imread(str(f.image_path))
         gt68 = to_68(f.landmarks_px)
         gts.append(gt68)
         box = FaceBox.from_landmarks(gt68)
-        for d, e in engines.items():
-            m = e.crop_matrices(box.center_px[None], np.array([box.side_px]))
-            preds[f"hihtrack ({d} decode)"].append(e.landmarks(image, m)[0][0])
-        for c in comp:
-            preds[c.name].append(c(image, box))
+        if detector is not None:
+            box = _nearest_detection(detector(image), box)
+        for name, lm in methods.items():
+            res = lm(image, [box]) if box is not None else [None]
+            if detector is not None:
+                res = settle(lm, image, res, refine_passes)
+            preds[name].append(None if res[0] is None else to_68(res[0].landmarks_px).astype(np.float64))
     gt = np.stack(gts)
     detected_override = {}
     if "dlib" in competitors:

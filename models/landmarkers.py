@@ -30,7 +30,7 @@ class HIHLandmarker:
     # backend: onnxruntime on CPU by default: in the running pipeline it measured 11-12 ms per face
     # against 24-25 ms for torch (torch's OpenMP threads suffer most from the other stages' load)
     def __init__(self, weights: str | Path | None = None, device: str = "auto", precision: str = "fp32",
-                 threads: int = 0, streams: int = 2, backend: str = "onnxruntime"):
+                 threads: int = 0, streams: int = 2, backend: str = "onnxruntime", decode: str | None = None):
         import os
 
         from models.engine import LandmarkEngine
@@ -38,7 +38,7 @@ class HIHLandmarker:
         # 52 FPS with 1 torch thread vs 37 FPS with 2 on the demo clip; the threads contend)
         threads = threads or max(1, (os.cpu_count() or 2) - 1)
         self.engine = LandmarkEngine(weights or DEFAULT_WEIGHTS, device, precision, streams=streams, threads=threads,
-                                     backend=backend)
+                                     backend=backend, decode=decode)
         self.num_points = self.engine.num_points
         self.weights_path = self.engine.weights_path
 
@@ -88,6 +88,34 @@ class MediaPipeLandmarker:
 
     def close(self) -> None:
         self._mesh.close()
+
+
+def box_change(a: FaceBox, b: FaceBox) -> float:
+    """How far box b is from box a: the larger of the centre shift and the size change, in a's sides."""
+    moved = float(np.abs(b.center_px - a.center_px).max()) / a.side_px
+    return max(moved, abs(b.side_px / a.side_px - 1))
+
+
+def settle(landmarker, image_bgr: np.ndarray, results: list[LandmarkResult | None], passes: int = 3,
+           tolerance: float = 0.01) -> list[LandmarkResult | None]:
+    """Re-crop from the landmarks until the box settles: at most `passes` more runs, stopping for a
+    face once its landmark box moves less than `tolerance` (fraction of the face side).
+
+    A detector's box is centred and sized differently from the landmark-extent square the
+    landmarker was trained on (off by a quarter of the face on turned faces); a tracked face's box
+    comes from its last landmarks. This gives a first frame or a photo the crop of a tracked face.
+    """
+    results = list(results)
+    todo = [i for i, r in enumerate(results) if r is not None]
+    for _ in range(passes):
+        boxes = {i: FaceBox.from_landmarks(results[i].landmarks_px, results[i].box.score) for i in todo}
+        todo = [i for i in todo if box_change(results[i].box, boxes[i]) > tolerance]
+        if not todo:
+            break
+        for i, r in zip(todo, landmarker(image_bgr, [boxes[i] for i in todo])):
+            if r is not None:
+                results[i] = r
+    return results
 
 
 LANDMARKERS = {"hih": HIHLandmarker, "mediapipe": MediaPipeLandmarker}

@@ -65,7 +65,12 @@ def face_matrix(photo_face: tuple[float, float, float], frame_center: np.ndarray
 
 
 class DemoSource(Source):
+    """One face: the whole photo moves. N faces: each face is cut out of its photo (a square tile of
+    TILE x its landmark square) and the tiles move in their own columns, far enough apart that no two
+    ever overlap, so every face stays fully visible and a multi-face benchmark measures N faces."""
+
     live = False
+    TILE = 1.4
 
     def __init__(self, frames: int = 300, fps: float = 30.0, faces: int = 1, seed: int = 0, realtime: bool = False,
                  face_px: float = 150.0, motion: MotionConfig | None = None):
@@ -73,8 +78,15 @@ class DemoSource(Source):
         names = (["astronaut", "grace_hopper"] * faces)[:faces]
         self.photos = [(load_photo(n), PHOTO_FACES[n]) for n in names]
         w, h = FRAME_SIZE
-        self.centers = [np.array([w * (i + 1) / (faces + 1), h / 2]) for i in range(faces)]
-        self.face_px = face_px if faces == 1 else min(face_px, 0.8 * w / (faces + 0.5))
+        spacing = w / (faces + 1)
+        self.centers = [np.array([spacing * (i + 1), h / 2]) for i in range(faces)]
+        motion = motion or MotionConfig()
+        if faces > 1:  # tile half-width (with the largest zoom) + shift stays within half the spacing
+            self.face_px = min(face_px, 0.4 * spacing / (self.TILE / 2 * (1 + motion.scale)))
+            motion = MotionConfig(**{**motion.__dict__, "shift_px": min(motion.shift_px, 0.1 * spacing)})
+        else:
+            self.face_px = face_px
+        self.tiles = faces > 1
         self.motions = [DemoMotion(seed + i, motion, fps) for i in range(faces)]
         self.description = f"demo clip ({faces} face{'s' if faces > 1 else ''}, {frames} frames, {w}x{h})"
 
@@ -94,12 +106,21 @@ class DemoSource(Source):
     def render(self, index: int) -> np.ndarray:
         w, h = FRAME_SIZE
         frame = np.full((h, w, 3), 60, np.uint8)
-        for (photo, _), m, motion in zip(self.photos, self.matrices(index), self.motions):
+        for (photo, face), m, motion in zip(self.photos, self.matrices(index), self.motions):
             warped = cv2.warpAffine(photo, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
-            mask = cv2.warpAffine(np.full(photo.shape[:2], 255, np.uint8), m, (w, h)) > 127
+            mask = cv2.warpAffine(self._region(photo, face), m, (w, h)) > 127
             gain = 1 + motion.cfg.brightness * motion.params(index / self.fps)[4]
             frame[mask] = np.clip(warped[mask].astype(np.float32) * gain, 0, 255).astype(np.uint8)
         return frame
+
+    def _region(self, photo: np.ndarray, face: tuple[float, float, float]) -> np.ndarray:
+        """uint8 mask of what of the photo is shown: all of it, or the face's tile."""
+        region = np.full(photo.shape[:2], 255 * (not self.tiles), np.uint8)
+        if self.tiles:
+            cx, cy, side = face
+            r = self.TILE * side / 2
+            region[max(0, int(cy - r)):int(cy + r), max(0, int(cx - r)):int(cx + r)] = 255
+        return region
 
     def frames(self):
         start = time.perf_counter()

@@ -16,6 +16,7 @@ from typing import Iterator
 
 import numpy as np
 
+from models.landmarkers import settle
 from models.schemes import to_68
 from stream.expressions import ExpressionEstimator
 from stream.frames import Face, Frame
@@ -100,6 +101,7 @@ class Pipeline:
         self.cfg = cfg or PipelineConfig()
         drop = self.cfg.drop_frames
         self.drop = (source.live or getattr(source, "realtime", False)) if drop is None else drop
+        self.stills = getattr(source, "stills", False)   # unrelated photos: each detected on its own
         self.slot = LatestSlot() if self.drop else queue.Queue(self.cfg.queue_size)
         self.q_boxes: queue.Queue = queue.Queue(self.cfg.queue_size)
         self.q_faces: queue.Queue = queue.Queue(self.cfg.queue_size)
@@ -182,15 +184,28 @@ class Pipeline:
         self._put(outq, _END, force=True)
 
     def _detect(self, frame: Frame) -> None:
-        frame.box_tracks, frame.boxes, frame.new_tracks = self.tracker.boxes(frame.image, frame.index)
+        if self.stills:
+            frame.box_tracks, frame.boxes, frame.new_tracks = self.tracker.detect_only(frame.image)
+        else:
+            frame.box_tracks, frame.boxes, frame.new_tracks = self.tracker.boxes(frame.image, frame.index)
 
     def _landmarks(self, frame: Frame) -> None:
         results = self.landmarker(frame.image, frame.boxes)
-        self.tracker.update(frame.box_tracks, results)
+        new = [i for i, tid in enumerate(frame.box_tracks) if tid in frame.new_tracks]
+        if new:  # faces that start from a detector box: re-crop from their landmarks first
+            cfg = self.tracker.cfg
+            refined = settle(self.landmarker, frame.image, [results[i] for i in new], cfg.refine_passes, cfg.refine_tolerance)
+            for i, r in zip(new, refined):
+                results[i] = r
+        if self.stills:
+            alive = {tid for tid, res in zip(frame.box_tracks, results) if self.tracker.confident(res)}
+        else:
+            self.tracker.update(frame.box_tracks, results)
+            alive = self.tracker.tracks
         for tid, res in zip(frame.box_tracks, results):
             # only tracks still alive after this update produce faces: this drops the ones lost now
             # and the ones lost on an earlier frame that the detect stage (running ahead) still boxed
-            if res is not None and tid in self.tracker.tracks:
+            if res is not None and tid in alive:
                 frame.faces.append(Face(tid, res.box, res.landmarks_px, res.confidence, self.landmarker.scheme,
                                         detected=tid in frame.new_tracks))
 

@@ -24,6 +24,7 @@ class SourceError(RuntimeError):
 
 class Source:
     live = False
+    stills = False          # unrelated photos: nothing is tracked from one image to the next
     fps: float | None = None
     description = ""
 
@@ -122,13 +123,54 @@ class AvSource(Source):
         self.container.close()
 
 
+FOLDER_MODES = ("auto", "stills", "video")
+
+
 class FolderSource(Source):
-    def __init__(self, folder: str, fps: float = 30.0):
-        self.paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    """Image files, in name order: either video frames (tracked from one to the next) or unrelated
+    photos (`stills`: each one detected and refined on its own, nothing carried over)."""
+
+    # consecutive video frames differ by a few grey levels on 32 px thumbnails; unrelated photos by tens
+    SAME_SCENE_GREY = 12.0
+
+    def __init__(self, folder: str | None = None, fps: float = 30.0, mode: str = "auto", paths: list[Path] | None = None):
+        self.paths = paths or sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTS)
         if not self.paths:
             raise SourceError(f"folder {folder} has no images ({', '.join(IMAGE_EXTS)})")
+        if mode not in FOLDER_MODES:
+            raise SourceError(f"folder mode {mode!r} is not one of {', '.join(FOLDER_MODES)}")
         self.fps = fps
-        self.description = f"{folder} ({len(self.paths)} images)"
+        reason = "as asked (--folder-mode)"
+        if mode == "auto":
+            mode, reason = self._guess_mode()
+        self.stills = mode == "stills"
+        what = "stills, each photo on its own" if self.stills else "video frames, tracked"
+        name = self.paths[0] if len(self.paths) == 1 else folder
+        self.description = f"{name} ({len(self.paths)} image{'s' * (len(self.paths) > 1)} as {what}: {reason})"
+
+    def _guess_mode(self) -> tuple[str, str]:
+        if len(self.paths) == 1:
+            return "stills", "a single image"
+        from PIL import Image
+        sizes = set()
+        for p in self.paths:
+            try:
+                with Image.open(p) as im:   # reads the header only
+                    sizes.add(im.size)
+            except OSError:
+                continue
+        if len(sizes) > 1:
+            return "stills", "the images differ in size"
+        thumbs = [self._thumb(p) for p in self.paths[:12]]
+        diffs = [float(np.abs(a - b).mean()) for a, b in zip(thumbs, thumbs[1:]) if a is not None and b is not None]
+        if diffs and np.median(diffs) < self.SAME_SCENE_GREY:
+            return "video", f"same size, consecutive images alike (median change {np.median(diffs):.1f} grey levels)"
+        return "stills", "consecutive images are different scenes"
+
+    @staticmethod
+    def _thumb(path: Path) -> np.ndarray | None:
+        img = cv2.imread(str(path), cv2.IMREAD_REDUCED_GRAYSCALE_4)
+        return None if img is None else cv2.resize(img, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
 
     def frames(self):
         for i, p in enumerate(self.paths):
@@ -138,8 +180,9 @@ class FolderSource(Source):
             yield _to_bgr(img), i / self.fps
 
 
-def open_source(spec: str | int, realtime: bool = False, demo_frames: int = 300, fps: float = 30.0) -> Source:
-    """'demo', a camera index, a URL, a video file or an image folder."""
+def open_source(spec: str | int, realtime: bool = False, demo_frames: int = 300, fps: float = 30.0,
+                folder_mode: str = "auto") -> Source:
+    """'demo', a camera index, a URL, a video file, an image file or an image folder."""
     from stream.demo import DemoSource
     spec = str(spec)
     if spec == "demo" or spec.startswith("demo:"):
@@ -153,11 +196,13 @@ def open_source(spec: str | int, realtime: bool = False, demo_frames: int = 300,
         raise SourceError(f"unsupported URL scheme in {spec!r}; supported: {', '.join(NETWORK_SCHEMES)}")
     p = Path(spec)
     if p.is_dir():
-        return FolderSource(spec, fps)
+        return FolderSource(spec, fps, folder_mode)
     if not p.exists():
         raise SourceError(f"source {spec!r} not found: give a camera index, a video file, an image folder, a URL or 'demo'")
     if p.suffix.lower() in IMAGE_EXTS:
-        raise SourceError(f"{spec} is a single image; put it in a folder and pass the folder as --source")
+        if cv2.imread(spec, cv2.IMREAD_REDUCED_GRAYSCALE_8) is None:
+            raise SourceError(f"cannot read image {spec}: the file is damaged or not an image")
+        return FolderSource(fps=fps, paths=[p])
     return AvSource(spec, realtime=realtime)
 
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.detector import FaceBox
+from models.detector import FaceBox, iou
+from models.landmarkers import box_change
 
 
 @dataclass
@@ -24,14 +25,10 @@ class TrackingConfig:
     # side), as MediaPipe smooths its ROI: a still face then gets the identical crop every frame, so
     # the crop -> landmarks -> crop loop cannot make the points jitter.
     box_hysteresis: float = 0.03
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    x0, y0 = np.maximum(a[:2], b[:2])
-    x1, y1 = np.minimum(a[2:], b[2:])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
+    # A new face (and every photo) starts from the detector's box, then is re-cropped from its own
+    # landmarks until the box moves less than refine_tolerance x the face side (models.landmarkers.settle)
+    refine_passes: int = 3
+    refine_tolerance: float = 0.01
 
 
 @dataclass
@@ -73,6 +70,16 @@ class Tracker:
         ids = list(tracks)
         return ids, [tracks[i].box for i in ids], new
 
+    def detect_only(self, image: np.ndarray) -> tuple[list[int], list[FaceBox], set[int]]:
+        """Stills: every face found gets a fresh id and nothing is carried to the next image."""
+        boxes = self.detector(image)[:self.cfg.max_faces]
+        ids = list(range(self._next_id, self._next_id + len(boxes)))
+        self._next_id += len(boxes)
+        return ids, boxes, set(ids)
+
+    def confident(self, result) -> bool:
+        return result is not None and float(np.mean(result.confidence)) >= self.cfg.lost_confidence
+
     def update(self, track_ids: list[int], results: list) -> list[int]:
         """Feed the landmarks back; returns the ids that were lost."""
         lost = []
@@ -81,15 +88,13 @@ class Tracker:
                 t = self.tracks.get(tid)
                 if t is None:
                     continue
-                if res is None or float(np.mean(res.confidence)) < self.cfg.lost_confidence:
+                if not self.confident(res):
                     lost.append(tid)
                     del self.tracks[tid]
                     continue
                 t.landmarks_px = res.landmarks_px
                 box = FaceBox.from_landmarks(res.landmarks_px, float(np.mean(res.confidence)))
-                moved = np.abs(box.center_px - t.box.center_px).max() / t.box.side_px
-                resized = abs(box.side_px / t.box.side_px - 1)
-                if t.age == 0 or max(moved, resized) > self.cfg.box_hysteresis:
+                if t.age == 0 or box_change(t.box, box) > self.cfg.box_hysteresis:
                     t.box = box
                 t.age += 1
             # two tracks that converged on one face: keep the older

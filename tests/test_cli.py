@@ -80,3 +80,29 @@ def test_existing_recording_is_not_overwritten(tmp_path):
     out.write_text("precious\n")
     _assert_clear_error(run("--source", "demo", "--ui", "none", "--max-frames", "5", "--record", str(out)), "already exists")
     assert out.read_text() == "precious\n"
+
+
+@pytest.mark.e2e
+def test_eval_reports_the_user_path_and_the_ground_truth_box(tmp_path):
+    data = ROOT.parent / "shared/data/300w"
+    if not data.is_dir():
+        pytest.skip("300-W not found")
+    r = run("eval", "--data", str(data), "--limit", "12", "--competitors", "", "--decodes", "hih", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "detector protocol" in r.stdout and "gt-box protocol" in r.stdout
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| hihtrack (hih decode)")]
+    assert len(rows) == 2
+    for row in rows:
+        nme, faces = float(row.split("|")[2]), row.split("|")[5].strip()
+        assert nme < 6 and faces == "12/12", row
+
+
+@pytest.mark.e2e
+def test_single_photo_source(tmp_path):
+    import cv2
+    import skimage.data
+    cv2.imwrite(str(tmp_path / "astronaut.png"), skimage.data.astronaut()[:, :, ::-1])
+    r = run("track", "--source", str(tmp_path / "astronaut.png"), "--ui", "none", "--record", str(tmp_path / "a.csv"))
+    assert r.returncode == 0, r.stderr
+    assert "stills" in r.stderr and "recorded 1 rows" in r.stdout
+    assert open(tmp_path / "a.csv").read().splitlines()[1].split(",")[4] == "1"     # success

@@ -186,3 +186,18 @@ def test_two_faces_keep_stable_track_ids():
     for fr in frames:
         for face in fr.faces:
             assert (face.smoothed_px[:, 0].mean() < 320) == side[face.track_id]
+
+
+def test_demo_with_three_faces_shows_three_separate_faces():
+    """demo:N means N fully visible faces: the tracker finds all of them, each near its true box."""
+    from models.landmarkers import build_landmarker
+    src = DemoSource(frames=30, faces=3)
+    with Pipeline(src, Tracker(build_detector("blazeface")), build_landmarker("hih")) as pipe:
+        frames = list(pipe.results())
+    assert sum(len(f.faces) == 3 for f in frames) >= 0.9 * len(frames)
+    for f in frames[::5]:
+        truth = src.true_boxes(f.index)
+        for face in f.faces:
+            centre = face.landmarks_px.mean(0)
+            c, side = min(truth, key=lambda t: np.linalg.norm(t[0] - centre))
+            assert np.linalg.norm(c - centre) < 0.25 * side

@@ -1,0 +1,103 @@
+"""Photos are not video: a single image works as a source, a folder of unrelated photos gives each
+photo its own detection, refinement, id and landmarks, and a folder of video frames keeps tracking."""
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from models.data import load_faces
+from models.detector import build_detector
+from models.landmarkers import build_landmarker, settle
+from models.metrics import nme_per_face
+from models.schemes import SCHEMES
+from stream.demo import DemoSource
+from stream.pipeline import Pipeline, PipelineConfig
+from stream.sources import FolderSource, open_source
+from stream.tracking import Tracker
+
+
+@pytest.fixture(scope="module")
+def parts():
+    lm = build_landmarker("hih")
+    yield lm, build_detector("blazeface")
+    lm.close()
+
+
+def _photos(folder):
+    import matplotlib.cbook
+    import skimage.data
+    folder.mkdir(exist_ok=True)
+    cv2.imwrite(str(folder / "a_astronaut.png"), skimage.data.astronaut()[:, :, ::-1])
+    shutil.copy(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False), folder / "b_grace_hopper.jpg")
+    return sorted(folder.iterdir())
+
+
+def _run(source, parts, smoothing="kalman"):
+    lm, det = parts
+    with Pipeline(source, Tracker(det), lm, PipelineConfig(smoothing=smoothing)) as pipe:
+        return list(pipe.results())
+
+
+def test_unrelated_photos_do_not_inherit_each_others_face(tmp_path, parts):
+    paths = _photos(tmp_path / "photos")
+    folder = open_source(str(tmp_path / "photos"))
+    assert folder.stills and "stills" in folder.description
+    together = _run(folder, parts)
+    alone = [_run(open_source(str(p)), parts)[0] for p in paths]
+    assert [len(f.faces) for f in together] == [1, 1]
+    ids = [f.faces[0].track_id for f in together]
+    assert len(set(ids)) == 2                                   # Grace Hopper is not the astronaut
+    for a, b in zip(together, alone):
+        # the same landmarks whether the photo comes alone or after another one: nothing carried over
+        assert np.abs(a.faces[0].landmarks_px - b.faces[0].landmarks_px).max() < 1e-3
+        assert np.array_equal(a.faces[0].smoothed_px, a.faces[0].landmarks_px)   # no blending across photos
+        pts = a.faces[0].landmarks_px
+        assert pts[36:48, 1].mean() < pts[48:68, 1].mean() < pts[8, 1]            # eyes above mouth above chin
+
+
+def test_folder_of_300w_photos_each_gets_its_own_correct_landmarks(tmp_path, parts, data_300w):
+    faces = [f for f in load_faces(data_300w, "test")[::37]][:12]
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for i, f in enumerate(faces):
+        shutil.copy(f.image_path, folder / f"{i:02d}{f.image_path.suffix}")
+    frames = _run(FolderSource(str(folder)), parts, smoothing="shape")
+    assert len(frames) == len(faces)
+    nmes, ids = [], []
+    for frame, face in zip(frames, faces):
+        gt_centre = face.landmarks_px.mean(0)
+        best = min(frame.faces, key=lambda f: np.linalg.norm(f.landmarks_px.mean(0) - gt_centre))
+        nmes.append(nme_per_face(best.smoothed_px[None], face.landmarks_px[None], SCHEMES[68].ocular)[0] * 100)
+        ids += [f.track_id for f in frame.faces]
+    assert len(set(ids)) == len(ids)
+    assert max(nmes) < 10 and np.mean(nmes) < 5, nmes
+
+
+def test_folder_of_video_frames_keeps_tracking(tmp_path, parts):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, (img, _) in enumerate(DemoSource(frames=12).frames()):
+        cv2.imwrite(str(folder / f"frame_{i:04d}.png"), img)
+    source = FolderSource(str(folder))
+    assert not source.stills and "video frames" in source.description
+    frames = _run(source, parts)
+    assert {f.faces[0].track_id for f in frames} == {0}
+    assert FolderSource(str(folder), mode="stills").stills
+
+
+def test_refinement_brings_detector_boxes_to_the_landmark_crop(parts, data_300w):
+    """The detector box, refined from the landmarks, gives lower error than the box alone."""
+    lm, det = parts
+    raw, refined = [], []
+    for face in load_faces(data_300w, "test")[5::60]:
+        image = cv2.imread(str(face.image_path))
+        boxes = det(image)
+        if not boxes:
+            continue
+        box = min(boxes, key=lambda b: np.linalg.norm(b.center_px - face.landmarks_px.mean(0)))
+        first = lm(image, [box])
+        for out, res in ((raw, first), (refined, settle(lm, image, first))):
+            out.append(nme_per_face(res[0].landmarks_px[None], face.landmarks_px[None], SCHEMES[68].ocular)[0])
+    assert len(raw) >= 8
+    assert np.mean(refined) < np.mean(raw), (np.mean(raw), np.mean(refined))
