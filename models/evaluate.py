@@ -6,8 +6,9 @@ PFLD 1.2x, Face Mesh 2x):
   annotated face, then each method re-crops from its own landmarks until the box settles
   (models.landmarkers.settle), as the tracker does for a new face or a photo. A face the detector
   misses counts as missed (the faces column says how many were found).
-- "gt-box": the ground-truth 68-point landmark-extent square, as the training crops (optimistic). Predictions and ground truth are compared as 68
-iBUG points in original image pixels; NME is normalised by the outer-eye-corner distance.
+- "gt-box": the ground-truth 68-point landmark-extent square, as the training crops (optimistic).
+Predictions and ground truth are compared as 68 iBUG points in original image pixels; NME is
+normalised by the outer-eye-corner distance.
 Index maps: WFLW-98 -> 68 and Face Mesh 478 -> 68 in models/schemes.py.
 """
 from __future__ import annotations
