@@ -119,7 +119,7 @@ def cmd_track(args: argparse.Namespace) -> int:
     landmarker, tracker = build_tracker_parts(cfg)
     recorder = _open_recorder(cfg, landmarker, source) if cfg.get("record") else None
     sinks = _open_sinks(cfg, source)
-    smoothing = cfg.get("smoothing", "kalman")
+    smoothing = cfg.get("smoothing", "shape")
     pcfg = PipelineConfig(smoothing=smoothing, smoothing_settings=cfg.get(smoothing, {}) or {})
     session = _Session(ui, recorder, sinks, smoothing, int(cfg.get("max_frames") or 0))
     print(f"tracking {source.description} with {cfg['landmarker']} landmarks, {smoothing} smoothing", file=sys.stderr)

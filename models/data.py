@@ -273,14 +273,9 @@ def make_view_pair(cache: FaceCache, idx: torch.Tensor, input_px: int, aug: Augm
     -> (view a, view b, (B,2,3) matrix taking view-a input px to view-b input px); views as make_batch.
     """
     m_a, flip = _view_matrices(cache, idx, input_px, aug, gen)
-    n = len(idx)
-    u = lambda: 2 * torch.rand(n, generator=gen, dtype=torch.float64) - 1  # noqa: E731
-    angle, scale = u() * math.radians(aug.pair_rotate_deg), 1 + u() * aug.pair_scale
-    shift = torch.stack([u(), u()], -1) * aug.pair_shift_px
-    c, s = torch.cos(angle) * scale, torch.sin(angle) * scale
-    a = torch.stack([torch.stack([c, s], -1), torch.stack([-s, c], -1)], -2)
-    mid = torch.full((n, 2), (input_px - 1) / 2, dtype=torch.float64)
-    a_to_b = torch.cat([a, (mid - (a @ mid[..., None])[..., 0] + shift)[..., None]], -1)
+    small = AugmentConfig(scale=aug.pair_scale, rotate_deg=aug.pair_rotate_deg, rotate_p=1.0,
+                          shift=aug.pair_shift_px / input_px, flip_p=0.0)
+    a_to_b = random_matrices(len(idx), input_px, small, gen)[0].double()
     view_a = _render(cache, idx, m_a, flip, input_px, aug, gen, device)
     view_b = _render(cache, idx, compose(a_to_b, m_a), flip, input_px, aug, gen, device)
     return view_a, view_b, a_to_b.float()

@@ -63,7 +63,7 @@ class LatestSlot:
 
 @dataclass
 class PipelineConfig:
-    smoothing: str = "kalman"
+    smoothing: str = "shape"
     smoothing_settings: dict = field(default_factory=dict)
     queue_size: int = 2
     drop_frames: bool | None = None   # None: drop when the source is live or paced

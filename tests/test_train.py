@@ -129,3 +129,23 @@ def test_in_memory_cache_uses_worker_processes(data_300w):
     a = D.cache_in_memory(faces, D.CacheSpec(64, 1.8), workers=2)
     b = D.cache_in_memory(faces, D.CacheSpec(64, 1.8), workers=0)
     assert torch.equal(a.images, b.images) and torch.equal(a.landmarks, b.landmarks)
+
+
+def test_view_pairs_and_the_consistency_loss(tiny_cache):
+    """The two views of a face are related by the returned matrix (landmarks map exactly); the
+    consistency loss is zero for agreeing decodes, grows with disagreement and ignores a cell-off point."""
+    from models.losses import consistency_loss
+    cache = D.load_cache(tiny_cache)
+    aug = D.AugmentConfig(noise_std=4.0)
+    (xa, pa, _), (xb, pb, _), a_to_b = D.make_view_pair(cache, torch.arange(4), 64, aug, torch.Generator().manual_seed(1),
+                                                        torch.device("cpu"))
+    assert xa.shape == xb.shape == (4, 3, 64, 64) and not torch.equal(xa, xb)
+    assert torch.allclose(D.crop.transform_points(a_to_b, pa), pb, atol=1e-3)
+    assert 0 < (pb - pa).abs().max() < 6                     # a small move, not a different crop
+    stride = 2.0
+    assert consistency_loss(pb, pb, stride) == 0
+    near = pb + 0.3
+    assert 0 < consistency_loss(near, pb, stride) < consistency_loss(pb + 1.0, pb, stride)
+    far = near.clone()
+    far[:, 0] += 10 * stride                                 # a point a cell off is left out
+    assert torch.isclose(consistency_loss(far, pb, stride), consistency_loss(near, pb, stride), rtol=0.05)

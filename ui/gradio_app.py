@@ -57,7 +57,7 @@ class PushSource(Source):
 @dataclass
 class Settings:
     landmarker: str = "hih"
-    smoothing: str = "kalman"
+    smoothing: str = "shape"
     strength: float = 0.5                       # 0 = responsive .. 1 = steady
     draw: list[str] = field(default_factory=lambda: ["points", "mesh", "box", "pose axes"])
 
@@ -67,6 +67,9 @@ class Settings:
             return {**defaults.get("kalman", {}), "process_noise": float(10 ** (2 - 4 * self.strength))}  # 100 .. 0.01
         if self.smoothing == "one_euro":
             return {**defaults.get("one_euro", {}), "min_cutoff": float(10 ** (1 - 3 * self.strength))}   # 10 .. 0.01
+        if self.smoothing == "shape":  # the slider's start (0.25) gives the configured shape filter
+            shape = defaults.get("shape", {})
+            return {**shape, "shape_min_cutoff": float(shape.get("shape_min_cutoff", 0.05) * 10 ** (4 * (0.25 - self.strength)))}
         return {}
 
     def draw_options(self) -> DrawOptions:
@@ -275,7 +278,7 @@ def build_app(cfg: dict):
         gr.Markdown("# hihtrack · live face landmarks (Heatmap In Heatmap)")
         with gr.Row():
             landmarker = gr.Dropdown(["hih", "mediapipe"], value=cfg.get("landmarker", "hih"), label="landmarker")
-            smoothing = gr.Radio(["kalman", "one_euro", "none"], value=cfg.get("smoothing", "kalman"), label="smoothing")
+            smoothing = gr.Radio(["shape", "kalman", "one_euro", "none"], value=cfg.get("smoothing", "shape"), label="smoothing")
             strength = gr.Slider(0, 1, value=0.25, step=0.05, label="smoothing strength (responsive … steady)")
             draw = gr.CheckboxGroup(DRAW_CHOICES, value=["points", "mesh", "box", "pose axes"], label="draw")
         with gr.Tab("Live webcam"):

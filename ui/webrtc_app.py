@@ -32,7 +32,7 @@ def build_webrtc_app(cfg: dict):
     def on_frame(frame_bgr):
         session = state["session"]
         if session is None:
-            session = state["session"] = LiveSession(res, Settings(cfg.get("landmarker", "hih"), cfg.get("smoothing", "kalman")))
+            session = state["session"] = LiveSession(res, Settings(cfg.get("landmarker", "hih"), cfg.get("smoothing", "shape")))
         session.push(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB))    # LiveSession takes RGB, like gr.Image
         out = session.latest_rgb
         return frame_bgr if out is None else cv2.cvtColor(out, cv2.COLOR_RGB2BGR)
