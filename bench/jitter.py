@@ -153,7 +153,7 @@ def crop_spread(clip: Clip, landmarker, detector, grid_px: float = 2.0, steps: i
 SWEEPS = {
     "kalman": ("process_noise", [0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100]),
     "one_euro": ("min_cutoff", [0.01, 0.03, 0.1, 0.3, 1, 3, 10]),
-    "shape": ("shape_min_cutoff", [0.003, 0.01, 0.03, 0.1, 0.3, 1]),
+    "shape": ("rigid_beta", [30, 80, 150, 300, 600, 1000]),   # its shape filter barely moves the still jitter
 }
 MODES = ("kalman", "one_euro", "shape")
 

@@ -84,15 +84,47 @@ class BlazeFaceDetector:
 
     def __call__(self, image_bgr: np.ndarray) -> list[FaceBox]:
         boxes = [self.calibration[f"blazeface-{m}"].apply(*r) for m in self._models for r in self.raw(image_bgr, m)]
-        kept: list[FaceBox] = []
-        for b in sorted(boxes, key=lambda b: -b.score):
-            if all(iou(b.xyxy(), k.xyxy()) < self.merge_iou for k in kept):
-                kept.append(b)
-        return kept
+        return merge_boxes(boxes, self.merge_iou)
 
     def close(self) -> None:
         for m in self._models.values():
             m.close()
+
+
+def merge_boxes(boxes: list[FaceBox], max_iou: float = 0.3) -> list[FaceBox]:
+    """Non-maximum suppression: the higher score wins an overlap."""
+    kept: list[FaceBox] = []
+    for b in sorted(boxes, key=lambda b: -b.score):
+        if all(iou(b.xyxy(), k.xyxy()) < max_iou for k in kept):
+            kept.append(b)
+    return kept
+
+
+def find_faces(detector, image_bgr: np.ndarray, tile_grid: int = 2) -> list[FaceBox]:
+    """The whole image, then a grid x grid of overlapping tiles (each 1.2/grid of the image), merged.
+
+    For photos and first frames, where a missed face is never found again: small faces (a crowd, a
+    group photo) are found in a tile that the detector sees at a larger scale. On the 206 WFLW
+    test faces the whole-image pass found 156 and a 2 x 2 tile pass (both BlazeFace models) 189.
+    Costs grid^2 more detector runs, so tracking, which detects every few frames, does not use it.
+    """
+    kept = merge_boxes(list(detector(image_bgr)))
+    h, w = image_bgr.shape[:2]
+    size = min(1.0, 1.2 / max(tile_grid, 1))
+    tile_boxes = []
+    for fy in np.linspace(0, 1 - size, tile_grid) if tile_grid > 1 else []:
+        for fx in np.linspace(0, 1 - size, tile_grid):
+            x0, y0, tw, th = int(fx * w), int(fy * h), int(size * w), int(size * h)
+            for b in detector(image_bgr[y0:y0 + th, x0:x0 + tw]):
+                lo, hi = b.center_px - b.side_px / 2, b.center_px + b.side_px / 2
+                # a face cut by an inner tile edge is found whole by the image pass or another tile
+                cut = (lo[0] < 0 < x0) or (lo[1] < 0 < y0) or (hi[0] > tw and x0 + tw < w) or (hi[1] > th and y0 + th < h)
+                if not cut:
+                    tile_boxes.append(FaceBox(b.center_px + np.array([x0, y0], np.float32), b.side_px, b.score))
+    for b in sorted(tile_boxes, key=lambda b: -b.score):   # the whole-image boxes keep precedence
+        if all(iou(b.xyxy(), k.xyxy()) < 0.3 for k in kept):
+            kept.append(b)
+    return kept
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:

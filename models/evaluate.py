@@ -2,7 +2,8 @@
 
 Two protocols, every method on the same boxes, each applying its own margin convention (ours 1.3x,
 PFLD 1.2x, Face Mesh 2x):
-- "detector" (what a user gets): the project's detector on the whole image, the detection nearest the
+- "detector" (what a user gets for a photo): the project's detector on the whole image and on 2 x 2
+  tiles (models.detector.find_faces, as for a still), the detection nearest the
   annotated face, then each method re-crops from its own landmarks until the box settles
   (models.landmarkers.settle), as the tracker does for a new face or a photo. A face the detector
   misses counts as missed (the faces column says how many were found).
@@ -23,7 +24,7 @@ import numpy as np
 
 from models import crop
 from models.data import Face
-from models.detector import FaceBox, build_detector
+from models.detector import FaceBox, build_detector, find_faces
 from models.landmarkers import HIHLandmarker, LandmarkResult, MediaPipeLandmarker, settle
 from models.metrics import ced, nme_per_face, summarize
 from models.schemes import SCHEMES, to_68
@@ -106,7 +107,7 @@ def evaluate(faces: list[Face], weights: str | Path, competitors: list[str], dec
         gts.append(gt68)
         box = FaceBox.from_landmarks(gt68)
         if detector is not None:
-            box = _nearest_detection(detector(image), box)
+            box = _nearest_detection(find_faces(detector, image), box)
         for name, lm in methods.items():
             res = lm(image, [box]) if box is not None else [None]
             if detector is not None:

@@ -118,7 +118,7 @@ class OneEuroSmoother:
 class ShapeConfig:
     components: int = 20             # shape coefficients kept (of the model's 40); fewer = steadier, stiffer
     rigid_min_cutoff: float = 0.5    # One Euro on the similarity (px, face-size units)
-    rigid_beta: float = 80.0
+    rigid_beta: float = 300.0        # bench jitter sweep: follows a fast turn with NME below raw, lag 0
     shape_min_cutoff: float = 0.05   # One Euro on the shape coefficients (model units ~ face radius)
     shape_beta: float = 5.0         # chosen on bench jitter + the blink/jaw test (beta 3: blinks half lost)
     d_cutoff: float = 1.0

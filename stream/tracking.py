@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.detector import FaceBox, iou
+from models.detector import FaceBox, find_faces, iou
 from models.landmarkers import box_change
 
 
@@ -29,6 +29,7 @@ class TrackingConfig:
     # landmarks until the box moves less than refine_tolerance x the face side (models.landmarkers.settle)
     refine_passes: int = 3
     refine_tolerance: float = 0.01
+    still_tiles: int = 2            # photos: also look for faces in 2 x 2 overlapping tiles (small faces)
 
 
 @dataclass
@@ -72,7 +73,7 @@ class Tracker:
 
     def detect_only(self, image: np.ndarray) -> tuple[list[int], list[FaceBox], set[int]]:
         """Stills: every face found gets a fresh id and nothing is carried to the next image."""
-        boxes = self.detector(image)[:self.cfg.max_faces]
+        boxes = find_faces(self.detector, image, self.cfg.still_tiles)[:self.cfg.max_faces]
         ids = list(range(self._next_id, self._next_id + len(boxes)))
         self._next_id += len(boxes)
         return ids, boxes, set(ids)
