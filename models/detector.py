@@ -103,9 +103,9 @@ def merge_boxes(boxes: list[FaceBox], max_iou: float = 0.3) -> list[FaceBox]:
 def find_faces(detector, image_bgr: np.ndarray, tile_grid: int = 2) -> list[FaceBox]:
     """The whole image, then a grid x grid of overlapping tiles (each 1.2/grid of the image), merged.
 
-    For photos and first frames, where a missed face is never found again: small faces (a crowd, a
+    For photos, where a face missed once is never looked for again: small faces (a crowd, a
     group photo) are found in a tile that the detector sees at a larger scale. On the 206 WFLW
-    test faces the whole-image pass found 156 and a 2 x 2 tile pass (both BlazeFace models) 189.
+    test faces the whole-image pass found 155 and, with a 2 x 2 tile pass (both BlazeFace models), 190.
     Costs grid^2 more detector runs, so tracking, which detects every few frames, does not use it.
     """
     kept = merge_boxes(list(detector(image_bgr)))
