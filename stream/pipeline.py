@@ -102,6 +102,10 @@ class Pipeline:
         drop = self.cfg.drop_frames
         self.drop = (source.live or getattr(source, "realtime", False)) if drop is None else drop
         self.stills = getattr(source, "stills", False)   # unrelated photos: each detected on its own
+        # A source that keeps every frame (a file) is tracked deterministically: its boxes come from the
+        # landmarks of exactly the previous frame, so they are made in the landmark stage. A live source
+        # boxes ahead in the detect stage (from whatever landmarks are newest) so detection never waits.
+        self.box_in_landmark_stage = not self.drop
         self.slot = LatestSlot() if self.drop else queue.Queue(self.cfg.queue_size)
         self.q_boxes: queue.Queue = queue.Queue(self.cfg.queue_size)
         self.q_faces: queue.Queue = queue.Queue(self.cfg.queue_size)
@@ -174,22 +178,34 @@ class Pipeline:
             self._put(self.slot, _END, force=True)
 
     def _stage(self, name: str, inq, outq, work) -> None:
-        """One pipeline stage: take frames in order, do `work(frame)`, time it, pass it on; forward the end."""
+        """One pipeline stage: take frames in order, do `work(frame)`, time it, pass it on; forward the end.
+        A step that `work` times itself (under another name) is not counted twice."""
         while (frame := self._get(inq)) is not _END:
             t = time.perf_counter()
+            before = dict(frame.timings_ms)
             work(frame)
-            frame.timings_ms[name] = (time.perf_counter() - t) * 1000
+            inner = sum(v for k, v in frame.timings_ms.items() if before.get(k) != v)
+            frame.timings_ms[name] = (time.perf_counter() - t) * 1000 - inner
             if not self._put(outq, frame):
                 return
         self._put(outq, _END, force=True)
 
     def _detect(self, frame: Frame) -> None:
+        if self.box_in_landmark_stage:
+            return
+        self._boxes(frame)
+
+    def _boxes(self, frame: Frame) -> None:
         if self.stills:
             frame.box_tracks, frame.boxes, frame.new_tracks = self.tracker.detect_only(frame.image)
         else:
             frame.box_tracks, frame.boxes, frame.new_tracks = self.tracker.boxes(frame.image, frame.index)
 
     def _landmarks(self, frame: Frame) -> None:
+        if self.box_in_landmark_stage:
+            t = time.perf_counter()
+            self._boxes(frame)
+            frame.timings_ms["detect"] = (time.perf_counter() - t) * 1000
         results = self.landmarker(frame.image, frame.boxes)
         new = [i for i, tid in enumerate(frame.box_tracks) if tid in frame.new_tracks]
         if new:  # faces that start from a detector box: re-crop from their landmarks first

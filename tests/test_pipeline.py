@@ -201,3 +201,15 @@ def test_demo_with_three_faces_shows_three_separate_faces():
             centre = face.landmarks_px.mean(0)
             c, side = min(truth, key=lambda t: np.linalg.norm(t[0] - centre))
             assert np.linalg.norm(c - centre) < 0.25 * side
+
+
+def test_a_file_source_tracks_the_same_way_every_time():
+    """Frames kept one by one are boxed from exactly the previous frame's landmarks: two runs over the
+    same clip give identical landmarks (a live source boxes ahead instead and may differ)."""
+    from models.landmarkers import build_landmarker
+    lm = build_landmarker("hih")
+    runs = []
+    for _ in range(2):
+        with Pipeline(DemoSource(frames=40), Tracker(build_detector("blazeface")), lm) as pipe:
+            runs.append(np.stack([f.faces[0].landmarks_px for f in pipe.results()]))
+    assert runs[0].shape == (40, 68, 2) and np.array_equal(runs[0], runs[1])
