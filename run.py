@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
+
+from models.schema import UserError
 
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")      # no V4L probing noise on machines without cameras
 os.environ.setdefault("GLOG_minloglevel", "2")          # mediapipe's C++ logging
@@ -26,259 +29,115 @@ ROOT = Path(__file__).resolve().parent
 SUBCOMMANDS = ("track", "train", "eval", "bench", "export", "replay", "fit-shape")
 
 
-class CliError(Exception):
-    """A user-facing problem: printed as one line, exit status 2."""
+class CliError(UserError):
+    """A user-facing problem found by the CLI itself: printed as one line, exit status 2."""
 
 
-def _load_yaml(path: str | Path) -> dict:
-    import yaml
-    path = Path(path)
-    if not path.is_file():
-        raise CliError(f"config file {path} not found; pass --config with an existing YAML file (see configs/)")
+# flags whose setting lives in a section of configs/pipeline.yaml
+FLAG_SETTINGS = {"host": "gradio.host", "port": "gradio.port", "share": "gradio.share"}
+
+
+def track_settings(args: argparse.Namespace):
+    """configs/pipeline.yaml, then --config on it, then every flag that was given: checked once."""
+    from models.schema import SettingsError
+    from stream.settings import load_settings
+    given = {k: v for k, v in vars(args).items() if k not in ("config", "func", "command") and v is not None}
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise CliError(f"config file {path} is not valid YAML ({str(e).splitlines()[0]}); fix or remove it") from None
-    if not isinstance(data, dict):
-        raise CliError(f"config file {path} must hold a mapping of settings, not a {type(data).__name__}")
-    return data
-
-
-TRACK_CHOICES = {"ui": ("auto", "opencv", "gradio", "webrtc", "none"), "landmarker": ("hih", "mediapipe"),
-                 "smoothing": ("shape", "kalman", "one_euro", "none"), "detector": ("blazeface", "haar"),
-                 "precision": ("fp32", "fp16", "bf16"), "backend": ("torch", "onnxruntime")}
-
-
-def track_settings(args: argparse.Namespace) -> dict:
-    """configs/pipeline.yaml (or --config), then every flag that was given."""
-    cfg = _load_yaml(args.config or ROOT / "configs/pipeline.yaml")
-    for key, value in vars(args).items():
-        if key not in ("config", "func", "command") and value is not None:
-            cfg[key] = value
-    for key, allowed in TRACK_CHOICES.items():
-        if cfg.get(key) not in allowed:
-            raise CliError(f"{key} {cfg.get(key)!r} is not one of {', '.join(allowed)}")
-    dev = str(cfg.get("device", "auto"))
-    if not (dev in ("auto", "cpu") or dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
-        raise CliError(f"device {dev!r} is not one of auto, cpu, cuda, cuda:N")
-    if int(cfg.get("max_frames") or 0) < 0:
-        raise CliError("--max-frames must be 0 (no limit) or positive")
-    return cfg
-
-
-def build_tracker_parts(cfg: dict):
-    """Detector, landmarker and tracker from settings; clear errors for missing pieces."""
-    from models.detector import build_detector
-    from models.landmarkers import build_landmarker
-    from models.weights import WeightsError
-    from stream.tracking import Tracker, TrackingConfig
-
-    try:
-        extra = {"backend": cfg.get("backend", "torch")} if cfg["landmarker"] == "hih" else {}
-        landmarker = build_landmarker(cfg["landmarker"], weights=cfg.get("weights"), device=str(cfg.get("device", "auto")),
-                                      precision=cfg.get("precision", "fp32"), threads=int(cfg.get("threads") or 0), **extra)
-    except WeightsError as e:
-        raise CliError(str(e)) from None
-    kwargs = {"min_score": cfg.get("detector_min_score", 0.5)} if cfg.get("detector") == "blazeface" else {}
-    detector = build_detector(cfg.get("detector", "blazeface"), **kwargs)
-    return landmarker, Tracker(detector, TrackingConfig(**cfg.get("tracking", {})))
+        return load_settings(args.config, **{FLAG_SETTINGS.get(k, k): v for k, v in given.items()})
+    except SettingsError as e:   # a flag's value: name the flag the user typed
+        msg = str(e)
+        for dest in given:
+            name = FLAG_SETTINGS.get(dest, dest)
+            if msg.startswith((f"{name} ", f"unknown setting '{name}'")):
+                raise SettingsError(f"--{dest.replace('_', '-')}{msg[len(name):]}") from None
+        raise
 
 
 def cmd_track(args: argparse.Namespace) -> int:
-    from stream.pipeline import Pipeline, PipelineConfig
-    from stream.sources import SourceError, default_source, open_source
+    from hihtrack import FaceTracker
 
-    cfg = track_settings(args)
-    if cfg["ui"] in ("gradio", "webrtc"):
-        return _serve_web(cfg)
-    ui = None
-    if cfg["ui"] == "auto":
-        from ui.opencv_window import DisplayError, check_display
+    settings = track_settings(args)
+    if settings.ui == "gradio":
+        return _serve_web(settings)
+    window = _open_window(settings.ui)
+    with FaceTracker(settings) as tracker:
+        source = tracker.open_source(notify=_notice)
+        outputs = tracker.outputs(source)
+        recorder = next((o for o in outputs if hasattr(o, "lost_rows")), None)
+        print(f"tracking {source.description} with {settings.landmarker} landmarks, {settings.smoothing} smoothing",
+              file=sys.stderr)
+        if window is not None:
+            from ui.opencv_window import WindowSession
+            on_frame = WindowSession(window, tracker, recorder)
+        else:
+            on_frame = _Progress(tracker)
+        try:
+            summary = tracker.run(source, outputs, on_frame, notify=_notice)
+        finally:
+            if window is not None:
+                window.close()
+    if summary.interrupted:
+        print("\ninterrupted", file=sys.stderr)
+    _print_summary(summary, recorder)
+    for skipped in getattr(source, "skipped", []):
+        print(f"skipped {skipped}", file=sys.stderr)
+    if summary.error:
+        raise CliError(summary.error + (" (recording saved)" if recorder else ""))
+    return 0
+
+
+def _notice(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _open_window(ui: str):
+    """The OpenCV window for --ui opencv (and auto, where there is a display), else None."""
+    from ui.opencv_window import DisplayError, OpenCVWindow, check_display
+    if ui == "auto":
         try:
             check_display()
-            cfg["ui"] = "opencv"
         except DisplayError:
-            cfg["ui"] = "none"
             print("no display: running without a window (--ui none); progress is printed here", file=sys.stderr)
-    if cfg["ui"] == "opencv":
-        from ui.opencv_window import DisplayError, OpenCVWindow
-        try:
-            ui = OpenCVWindow()
-        except DisplayError as e:
-            raise CliError(str(e)) from None
-    source_spec = str(cfg.get("source", "auto"))
-    if source_spec == "auto":
-        source_spec, notice = default_source()
-        if notice:
-            print(notice, file=sys.stderr)
-    try:
-        source = open_source(source_spec, realtime=bool(cfg.get("realtime")), demo_frames=int(cfg.get("demo_frames", 300)),
-                             folder_mode=str(cfg.get("folder_mode", "auto")))
-    except SourceError as e:
-        raise CliError(str(e)) from None
-    landmarker, tracker = build_tracker_parts(cfg)
-    recorder = _open_recorder(cfg, landmarker, source) if cfg.get("record") else None
-    sinks = _open_sinks(cfg, source)
-    smoothing = cfg.get("smoothing", "shape")
-    pcfg = PipelineConfig(smoothing=smoothing, smoothing_settings=cfg.get(smoothing, {}) or {})
-    session = _Session(ui, recorder, sinks, smoothing, int(cfg.get("max_frames") or 0))
-    print(f"tracking {source.description} with {cfg['landmarker']} landmarks, {smoothing} smoothing", file=sys.stderr)
-    error, summaries = None, []
-    try:
-        while True:
-            pipe = Pipeline(source, tracker, landmarker, pcfg).start()
-            try:
-                session.consume(pipe)
-                break
-            except SourceError as e:
-                if not (cfg.get("reconnect") and source.live):
-                    error = str(e)
-                    break
-                source = _reopen(source_spec, str(e))
-            finally:
-                pipe.stop()
-                summaries.append(pipe.stats.summary())
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-    except CliError as e:
-        error = str(e)
-    finally:
-        for sink in [recorder, *sinks]:
-            if sink is not None:
-                sink.close()
-        if ui is not None:
-            ui.close()
-        landmarker.close()
-    if summaries:
-        _print_summary(summaries[-1], recorder)
-    if error:
-        raise CliError(error + (" (recording saved)" if recorder else ""))
-    return 0
+            return None
+    return OpenCVWindow() if ui in ("auto", "opencv") else None
 
 
-def _serve_web(cfg: dict) -> int:
-    """--ui gradio (or webrtc): the web app on 127.0.0.1 (or --host), --port, optional --share link."""
+class _Progress:
+    """--ui none: one status line a second."""
+
+    def __init__(self, tracker):
+        self.tracker, self._last = tracker, 0.0
+
+    def __call__(self, frame) -> None:
+        from ui.draw import stats_lines
+        if time.perf_counter() - self._last > 1.0:
+            self._last = time.perf_counter()
+            pipe = self.tracker.pipeline
+            lines = stats_lines(frame, pipe.stats.fps(), pipe.stats.dropped, self.tracker.settings.smoothing, False)
+            print("\r" + " | ".join(lines[:2]) + "   ", end="", file=sys.stderr, flush=True)
+
+
+def _serve_web(settings) -> int:
+    """--ui gradio: the web app on gradio.host (--host), gradio.port (--port), optional --share link."""
     import socket
 
-    web = cfg.setdefault("gradio", {}) or {}
-    host, port = str(cfg.get("host") or web.get("host", "127.0.0.1")), int(cfg.get("port") or web.get("port", 7860))
+    web = settings.gradio
     with socket.socket() as sock:
         try:
-            sock.bind((host, port))
-        except OSError:
-            raise CliError(f"port {port} on {host} is already in use; pass --port with a free one") from None
-    if cfg["ui"] == "webrtc":
-        try:
-            from ui.webrtc_app import build_webrtc_app as build_app
-        except ImportError:
-            raise CliError("--ui webrtc needs the fastrtc package, which pins gradio<6: install it in its own "
-                           "environment (see ui/webrtc_app.py), or use --ui gradio") from None
-    else:
-        from ui.gradio_app import build_app
-
-    app = build_app(cfg)
-    print(f"hihtrack web app on http://{host}:{port}", file=sys.stderr)
-    app.queue(default_concurrency_limit=None).launch(server_name=host, server_port=port, share=bool(cfg.get("share")),
-                                                     show_error=True)
+            sock.bind((web.host, web.port))
+        except OSError as e:
+            raise CliError(f"cannot listen on {web.host}:{web.port} ({e.strerror}); pass --port with a free one "
+                           "or --host with an address of this machine") from None
+    from ui.gradio_app import serve
+    print(f"hihtrack web app on http://{web.host}:{web.port}", file=sys.stderr)
+    serve(settings)
     return 0
 
 
-class _Session:
-    """The consumer side of `track`: draw or print progress, record, react to keys."""
-
-    def __init__(self, ui, recorder, sinks: list, smoothing: str, max_frames: int):
-        self.ui, self.recorder, self.sinks, self.smoothing, self.max_frames = ui, recorder, sinks, smoothing, max_frames
-        self.recording = recorder is not None
-        self.frames = 0
-        self._last_print = 0.0
-
-    def consume(self, pipe) -> None:
-        from ui.draw import stats_lines
-
-        for frame in pipe.results():
-            self.frames += 1
-            if self.recording:
-                self.recorder.write(frame)
-            for sink in self.sinks:
-                sink.write(frame)
-            lines = stats_lines(frame, pipe.stats.fps(), pipe.stats.dropped,
-                                self.smoothing if pipe.smoothing_enabled else "off", self.recording)
-            if self.ui is not None:
-                action = self.ui.show(frame, lines)
-                if action == "quit":
-                    return
-                if action == "toggle_smoothing":
-                    pipe.smoothing_enabled = not pipe.smoothing_enabled
-                elif action == "toggle_recording" and self.recorder is not None:
-                    self.recording = not self.recording
-                elif action == "toggle_drawing":
-                    self.ui.draw = not self.ui.draw
-                elif action == "calibrate":
-                    pipe.calibrate_requested = True
-                elif action == "toggle_glasses":
-                    self.ui.opts.glasses = not self.ui.opts.glasses
-            elif time.perf_counter() - self._last_print > 1.0:
-                self._last_print = time.perf_counter()
-                print("\r" + " | ".join(lines[:2]) + "   ", end="", file=sys.stderr, flush=True)
-            if self.max_frames and self.frames >= self.max_frames:
-                return
-
-
-def _reopen(spec: str, why: str, attempts: int = 10, wait_s: float = 2.0):
-    """--reconnect: reopen a camera or stream that stopped, a few times, then give up."""
-    from stream.sources import SourceError, open_source
-
-    print(f"\n{why}; reconnecting", file=sys.stderr)
-    for _ in range(attempts):
-        time.sleep(wait_s)
-        try:
-            return open_source(spec)
-        except SourceError:
-            continue
-    raise CliError(f"{why}; gave up after {attempts} reconnect attempts")
-
-
-def _open_sinks(cfg: dict, source) -> list:
-    """--record-video and --send outputs."""
-    from stream.senders import SendError, build_sender
-
-    sinks = []
-    try:
-        for url in cfg.get("send") or []:
-            sinks.append(build_sender(url))
-    except SendError as e:
-        for s in sinks:
-            s.close()
-        raise CliError(str(e)) from None
-    if cfg.get("record_video"):
-        from stream.video_writer import AnnotatedVideoSink, VideoWriter
-        from ui.draw import DrawOptions, draw_frame
-        try:
-            audio = str(cfg.get("source")) if not source.live else None    # a file's audio is passed through
-            writer = VideoWriter(cfg["record_video"], source.fps or 30.0, bool(cfg.get("overwrite")), audio_from=audio)
-        except (FileExistsError, OSError) as e:
-            raise CliError(str(e)) from None
-        sinks.append(AnnotatedVideoSink(writer, lambda frame: draw_frame(frame, DrawOptions(), None)))
-    return sinks
-
-
-def _open_recorder(cfg: dict, landmarker, source):
-    from models.weights import file_sha256
-    from stream.recorders import Recorder, RecordError, RecordMeta
-
-    wp = getattr(landmarker, "weights_path", None)
-    meta = RecordMeta(landmarker.scheme, landmarker.num_points, cfg["landmarker"], file_sha256(wp) if wp else None,
-                      source.description, source.fps, None, {"mode": cfg.get("smoothing"), **(cfg.get(cfg.get("smoothing"), {}) or {})})
-    try:
-        return Recorder(cfg["record"], meta, cfg.get("record_format"), bool(cfg.get("overwrite")))
-    except RecordError as e:
-        raise CliError(str(e)) from None
-
-
-def _print_summary(s: dict, recorder) -> None:
-    stages = ", ".join(f"{k} {v:.1f} ms" for k, v in s["stage_p50_ms"].items())
-    print(f"\n{s['frames_out']} frames, {s['fps']:.1f} FPS, latency p50 {s['latency_p50_ms']:.1f} ms / "
-          f"p95 {s['latency_p95_ms']:.1f} ms, dropped {s['dropped']}; per-stage p50: {stages}")
+def _print_summary(s, recorder) -> None:
+    stages = ", ".join(f"{k} {v:.1f} ms" for k, v in s.stage_p50_ms.items())
+    print(f"\n{s.frames} frames ({s.frames_with_face} with a face), {s.fps:.1f} FPS, latency p50 {s.latency_p50_ms:.1f} ms / "
+          f"p95 {s.latency_p95_ms:.1f} ms, dropped {s.dropped}; per-stage p50: {stages}")
     if recorder is not None:
         lost = f", {recorder.lost_rows} rows lost to a full queue" if recorder.lost_rows else ""
         print(f"recorded {recorder.rows} rows to {recorder.path}{lost}")
@@ -349,26 +208,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
     import yaml
 
-    from models.data import DataError
+    from models.schema import deep_merge, dotted, read_yaml
     from models.train import Recipe, train
-    from models.weights import WeightsError
 
-    settings = _load_yaml(args.config)
+    overrides = {}
     for item in args.set or []:  # e.g. --set optim.lr=0.002
-        key, _, value = item.partition("=")
-        section, _, name = key.partition(".")
-        settings.setdefault(section, {})[name] = yaml.safe_load(value)
-    try:
-        recipe = Recipe.from_dict(settings)
-    except TypeError as e:
-        raise CliError(f"bad recipe setting in {args.config} or --set ({e}); see configs/hih_small.yaml for the keys") from None
+        key, eq, value = item.partition("=")
+        if not eq or "." not in key:
+            raise CliError(f"--set {item!r}: write SECTION.KEY=VALUE, e.g. --set optim.lr=0.002")
+        overrides[key] = yaml.safe_load(value)
+    recipe = Recipe.from_dict(deep_merge(read_yaml(args.config), dotted(overrides)))
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        state = train(recipe, args.data, Path(args.out), args.device, Path(args.resume) if args.resume else None,
-                      Path(args.cache) if args.cache else None, init=Path(args.init) if args.init else None)
-    except (DataError, WeightsError) as e:
-        raise CliError(str(e)) from None
+    state = train(recipe, args.data, Path(args.out), args.device, Path(args.resume) if args.resume else None,
+                  Path(args.cache) if args.cache else None, init=Path(args.init) if args.init else None)
     print(f"done: {state['epoch']} epochs, {state['step']} steps, {state['elapsed_s'] / 60:.1f} min, "
           f"best val NME {state['best_nme']:.2f}; weights in {args.out}/best.pt")
     return 0
@@ -377,12 +230,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_fit_shape(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from models.data import DataError, load_faces
+    from models.data import load_faces
     from models.shape import fit_shape_model
-    try:
-        faces = load_faces(args.data, "train")
-    except DataError as e:
-        raise CliError(str(e)) from None
+    faces = load_faces(args.data, "train")
     model = fit_shape_model(np.stack([f.landmarks_px for f in faces]).astype(np.float64), args.components)
     model.save(Path(args.out))
     share = model.sd ** 2 / (model.sd ** 2).sum()
@@ -392,23 +242,30 @@ def cmd_fit_shape(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from models.data import DataError, load_faces
-    from models.evaluate import PROTOCOLS, evaluate, write_report
-    from models.weights import WeightsError
+    from models.data import load_faces
+    from models.evaluate import COMPETITORS, PROTOCOLS, evaluate, write_report
+    from models.train import DECODES
 
     protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
-    try:
-        faces = load_faces(args.data, "test")
-        if args.limit:
-            faces = faces[: args.limit]
-        for protocol in protocols:
-            res = evaluate(faces, args.weights, args.competitors.split(",") if args.competitors else [],
-                           tuple(args.decodes.split(",")), args.device, args.dlib_python, protocol)
-            title = f"{args.title or f'{Path(args.data).name} ({len(faces)} faces)'}, {protocol} protocol"
-            print(write_report(res, Path(args.out), title), flush=True)
-    except (DataError, WeightsError) as e:
-        raise CliError(str(e)) from None
+    decodes = _choices("--decodes", args.decodes, DECODES)
+    competitors = _choices("--competitors", args.competitors, COMPETITORS)
+    faces = load_faces(args.data, "test")
+    if args.limit:
+        faces = faces[: args.limit]
+    for protocol in protocols:
+        res = evaluate(faces, args.weights, competitors, decodes, args.device, args.dlib_python, protocol)
+        title = f"{args.title or f'{Path(args.data).name} ({len(faces)} faces)'}, {protocol} protocol"
+        print(write_report(res, Path(args.out), title), flush=True)
     return 0
+
+
+def _choices(flag: str, value: str, allowed) -> list[str]:
+    """A comma list whose items must all be allowed ('' = none)."""
+    items = [v.strip() for v in value.split(",") if v.strip()] if value else []
+    bad = [v for v in items if v not in allowed]
+    if bad:
+        raise CliError(f"{flag}: {', '.join(bad)} unknown; choose from {', '.join(allowed)}")
+    return items
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -426,10 +283,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
             if (data / name).exists():
                 cmd_eval(build_parser().parse_args(["eval", "--data", str(data / name), "--title", title, "--out", str(out)]))
     elif args.what == "jitter":
+        from dataclasses import asdict
+
         from bench.jitter import run_jitter
-        cfg = _load_yaml(ROOT / "configs/pipeline.yaml")
+        from stream.settings import load_settings
+        settings = load_settings()
         print(run_jitter(out, args.faces, Path(args.data) / "300w" if args.data else None,
-                         defaults={m: cfg.get(m, {}) for m in ("kalman", "one_euro", "shape")},
+                         defaults={m: asdict(getattr(settings, m)) for m in ("kalman", "one_euro", "shape")},
                          weights=Path(args.weights) if args.weights else None,
                          log=lambda m: print(m, file=sys.stderr, flush=True)))
     elif args.what == "pipeline":
@@ -441,13 +301,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (no usage block) like every other error."""
+
+    def error(self, message: str):
+        print(f"error: {message}; see `{self.prog} --help`", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _bounded(lo: int, hi: int):
+    """An argparse type: a whole number in [lo, hi]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is out of range {lo}..{hi}")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run.py", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="command")
+    p = _Parser(prog="run.py", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
     tr = sub.add_parser("track", help="track faces live (the default)")
     tr.add_argument("--source", help="camera index, video file, image folder, URL, demo or demo:N (default: webcam, else demo)")
-    tr.add_argument("--ui", help="auto | opencv | gradio | webrtc | none (auto: a window when there is a display)")
+    tr.add_argument("--ui", help="auto | opencv | gradio | none (auto: a window when there is a display)")
     tr.add_argument("--host", help="gradio: interface to bind (default 127.0.0.1)")
     tr.add_argument("--port", type=int, help="gradio: port (default 7860)")
     tr.add_argument("--share", action="store_true", default=None, help="gradio: also make a public share link")
@@ -465,7 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--record-format", dest="record_format", help="csv | jsonl | npz (default: from the extension)")
     tr.add_argument("--overwrite", action="store_true", default=None, help="replace an existing recording")
     tr.add_argument("--max-frames", dest="max_frames", type=int, help="stop after N frames")
-    tr.add_argument("--realtime", action="store_true", default=None, help="pace a file at its own frame rate")
+    tr.add_argument("--realtime", action="store_true", default=None,
+                    help="pace a file (local or http) at its own frame rate, dropping frames like a camera; "
+                         "without it a file keeps every frame")
+    tr.add_argument("--live", action="store_true", default=None,
+                    help="an http(s) URL is a live stream (drop frames, allow --reconnect), not a file")
     tr.add_argument("--reconnect", action="store_true", default=None, help="reopen a camera that stops")
     tr.add_argument("--demo-frames", dest="demo_frames", type=int)
     tr.add_argument("--folder-mode", dest="folder_mode",
@@ -503,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "(tables, JSON and plots in bench/results)")
     b.add_argument("what", choices=("quantization", "speed", "jitter", "pipeline", "accuracy"))
     b.add_argument("--minutes", type=float, default=5.0, help="pipeline: length of the real-time paced run")
-    b.add_argument("--faces", type=int, default=4, help="jitter: real test faces to animate")
+    b.add_argument("--faces", type=_bounded(1, 200), default=4, help="jitter: real test faces to animate")
     b.add_argument("--data", help="folder holding 300w/ and wflw/ (default ../shared/data)")
     b.add_argument("--device", default="cpu", help="speed: cpu | cuda")
     b.add_argument("--quick", action="store_true", help="speed: fewer repetitions")
@@ -519,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto")
     t.add_argument("--resume", help="checkpoint (last.pt) to continue from")
     t.add_argument("--init", help="start from these weights (e.g. the shipped ones) with a fresh optimizer: fine-tuning")
-    t.add_argument("--threads", type=int, default=0)
+    t.add_argument("--threads", type=_bounded(0, 256), default=0)
     t.add_argument("--set", action="append", help="override a recipe value, e.g. optim.lr=0.002")
     t.set_defaults(func=cmd_train)
 
@@ -536,11 +421,19 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in SUBCOMMANDS + ("-h", "--help"):
         argv.insert(0, "track")
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)     # a service manager's stop ends like Ctrl-C: outputs closed, summary printed
     try:
         return args.func(args)
-    except CliError as e:
+    except UserError as e:      # settings, paths, media, weights, data: every room's user-facing errors
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+def _terminate(signum, _frame):
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

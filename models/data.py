@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from models import crop
+from models.schema import UserError
 from models.schemes import scheme_for
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -37,7 +38,7 @@ class Face:
     subset: str = ""
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad or missing annotation data; the message says what and where."""
 
 

@@ -18,6 +18,7 @@ import torch
 from models import crop
 from models.codec import build_codec
 from models.network import build_network
+from models.schema import SettingsError
 from models.train import Recipe
 from models.weights import WeightsError, load_checkpoint, load_into
 
@@ -52,7 +53,10 @@ class LandmarkEngine:
         if "recipe" not in ck:
             raise WeightsError(f"{weights} has no recipe: it is not a hihtrack checkpoint (for the official "
                                "HIH format use models.weights.official_state_dict with configs/hih_paper.yaml)")
-        self.recipe = Recipe.from_dict(ck["recipe"])
+        try:
+            self.recipe = Recipe.from_dict(ck["recipe"])
+        except SettingsError as e:
+            raise WeightsError(f"{weights} carries a recipe this version cannot read ({e}); retrain or re-export it") from None
         self.weights_path = Path(weights)
         self.net = build_network(self.recipe.model)
         load_into(self.net, ck["state_dict"], str(weights))

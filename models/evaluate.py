@@ -83,6 +83,7 @@ DLIB_NAME = "dlib 68-point (its own HOG detector)"
 
 MEDIAPIPE_NAME = "MediaPipe Face Mesh (478->68)"
 PROTOCOLS = ("detector", "gt-box")
+COMPETITORS = ("mediapipe", "pfld", "dlib")
 
 
 def _nearest_detection(boxes: list[FaceBox], gt: FaceBox) -> FaceBox | None:

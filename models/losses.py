@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +14,7 @@ class LossConfig:
     decimal_weight: float = 0.05
     # "official": kl_div(log_softmax, q, reduction="mean") = sum KL / (B*K*D*D), as the paper's code.
     # "ce": soft-label cross-entropy per landmark (sum over the D*D cells, mean over B*K).
-    decimal_loss: str = "ce"
+    decimal_loss: Literal["official", "ce"] = "ce"
     # transform consistency (SBR-style): two views of a face, a small similarity apart, must decode to
     # the same landmarks once mapped into one frame; squared difference in heatmap cells
     consistency_weight: float = 0.0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -26,13 +27,13 @@ class NetworkConfig:
     channels: int = 128          # hourglass width f
     depth: int = 3               # hourglass recursion levels (4 in the paper: 64->4)
     decimal_px: int = 8          # D: each integer cell is split into D x D sub-cells
-    decimal_head: str = "roi"    # "global" = official HIH_head, "roi" = features sampled at the integer peak
+    decimal_head: Literal["global", "roi"] = "roi"    # "global" = official HIH_head, "roi" = features sampled at the integer peak
     head_channels: int = 128     # target_o of the official head
     roi_channels: int = 32       # feature channels sampled per landmark by the ROI head
     roi_radius: int = 2          # the ROI head reads a (2r+1)^2 window around the integer peak
     roi_hidden: int = 256
     keep_unused_skip: bool = False  # official code builds a dead 1x1 skip in every Residual
-    init: str = "default"        # "official" = N(0, 0.001^2) convs; "default" = PyTorch's
+    init: Literal["default", "official"] = "default"        # "official" = N(0, 0.001^2) convs; "default" = PyTorch's
 
     @property
     def heatmap_px(self) -> int:

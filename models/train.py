@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from models.codec import HIHCodec, build_codec
 from models.losses import LossConfig, consistency_loss, hih_loss
 from models.metrics import nme_per_face, summarize
 from models.network import NetworkConfig, build_network
+from models.schema import from_mapping, ranged
 from models.schemes import scheme_for
 from models.weights import load_checkpoint, load_into, save_checkpoint
 
@@ -35,25 +37,25 @@ DECODES = ("hih", "argmax", "quarter", "centroid", "dark", "softargmax")
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 16
-    epochs: int = 40
-    budget_s: float = 0.0          # > 0: the cosine schedule follows wall time and stops at it
-    warmup_steps: int = 200
-    eval_every_epochs: int = 2
+    lr: float = ranged(1e-3, 1e-9, 10.0)
+    weight_decay: float = ranged(0.0, 0.0, 1.0)
+    batch_size: int = ranged(16, 1, 4096)
+    epochs: int = ranged(40, 1, 100_000)
+    budget_s: float = ranged(0.0, 0.0)         # > 0: the cosine schedule follows wall time and stops at it
+    warmup_steps: int = ranged(200, 0)
+    eval_every_epochs: int = ranged(2, 1)
     seed: int = 0
-    roi_cell: str = "predicted"    # which integer cell the ROI decimal head learns to refine
-    grad_clip: float = 0.0         # > 0: clip the gradient norm (fine-tuning with the consistency loss)
+    roi_cell: Literal["predicted", "gt"] = "predicted"    # which integer cell the ROI decimal head learns to refine
+    grad_clip: float = ranged(0.0, 0.0)        # > 0: clip the gradient norm (fine-tuning with the consistency loss)
 
 
 @dataclass
 class DataConfig:
-    cache_side_px: int = 256
-    cache_box_scale: float = 1.8
-    val_faces: int = 100           # held out from the training split for best-model selection;
+    cache_side_px: int = ranged(256, 32, 2048)
+    cache_box_scale: float = ranged(1.8, 1.0, 4.0)
+    val_faces: int = ranged(100, 0)          # held out from the training split for best-model selection;
                                    # 0 = validate on the training faces themselves (overfit checks)
-    workers: int = 2
+    workers: int = ranged(2, 0, 64)
 
 
 @dataclass
@@ -67,9 +69,8 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Recipe":
-        return cls(NetworkConfig(**d.get("model", {})), dict(d.get("codec", {})), LossConfig(**d.get("loss", {})),
-                   D.AugmentConfig(**d.get("augment", {})), OptimConfig(**d.get("optim", {})),
-                   DataConfig(**d.get("data", {})))
+        """Checked against the dataclasses: unknown keys, wrong types and bad ranges raise SettingsError."""
+        return from_mapping(cls, d, "recipe")
 
     def to_dict(self) -> dict:
         return {k: (v if isinstance(v, dict) else asdict(v)) for k, v in self.__dict__.items()}

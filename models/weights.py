@@ -9,8 +9,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from models.schema import UserError
 
-class WeightsError(ValueError):
+
+class WeightsError(UserError, ValueError):
     """Weights that cannot be used; the message names the file and what to do."""
 
 

@@ -71,6 +71,7 @@ class DemoSource(Source):
 
     live = False
     TILE = 1.4
+    MAX_FACES = 8        # more would make each tile smaller than the detector finds
 
     def __init__(self, frames: int = 300, fps: float = 30.0, faces: int = 1, seed: int = 0, realtime: bool = False,
                  face_px: float = 150.0, motion: MotionConfig | None = None):

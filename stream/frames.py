@@ -30,6 +30,11 @@ class Face:
     detected: bool = False                    # True on frames where the detector (re)found it
     expressions: dict[str, float] | None = None   # ARKit-named blendshape values in [0, 1]
 
+    @property
+    def landmarks(self) -> np.ndarray:
+        """(K,2) image px: the smoothed landmarks where the smoother ran, else the raw ones."""
+        return self.landmarks_px if self.smoothed_px is None else self.smoothed_px
+
 
 @dataclass
 class Frame:

@@ -64,7 +64,7 @@ class LatestSlot:
 @dataclass
 class PipelineConfig:
     smoothing: str = "shape"
-    smoothing_settings: dict = field(default_factory=dict)
+    smoothing_settings: object = None   # the smoother's config dataclass, a dict of its keys, or None for defaults
     queue_size: int = 2
     drop_frames: bool | None = None   # None: drop when the source is live or paced
 
@@ -95,6 +95,82 @@ class Stats:
                 "stage_p50_ms": {k: pct(v, 50) for k, v in self.stage_ms.items()}}
 
 
+class FrameProcessor:
+    """The work done on one frame, step by step: boxes -> landmarks -> smoothing (+ pose, expressions).
+    The threaded Pipeline runs each step in its own stage; FaceTracker.process runs them in a row."""
+
+    def __init__(self, tracker: Tracker, landmarker, cfg: PipelineConfig, stills: bool = False):
+        self.tracker, self.landmarker, self.cfg, self.stills = tracker, landmarker, cfg, stills
+        self.smoothing_enabled = True
+        self.calibrate_requested = False        # set by a UI ('c' key / button): next frame is the neutral face
+        self._smoothers: dict[int, object] = {}
+        self._expressions: dict[int, ExpressionEstimator] = {}
+        self._new_smoothing: tuple | None = None
+
+    def set_smoothing(self, name: str, settings=None) -> None:
+        """Change the filter of a running stream from its next frame on; tracks, ids and calibration stay."""
+        self._new_smoothing = (name, settings)
+
+    def __call__(self, frame: Frame) -> Frame:
+        self.boxes(frame)
+        self.landmarks(frame)
+        self.smooth(frame)
+        return frame
+
+    def boxes(self, frame: Frame) -> None:
+        if self.stills:
+            frame.box_tracks, frame.boxes, frame.new_tracks = self.tracker.detect_only(frame.image)
+        else:
+            frame.box_tracks, frame.boxes, frame.new_tracks = self.tracker.boxes(frame.image, frame.index)
+
+    def landmarks(self, frame: Frame) -> None:
+        results = self.landmarker(frame.image, frame.boxes)
+        new = [i for i, tid in enumerate(frame.box_tracks) if tid in frame.new_tracks]
+        if new:  # faces that start from a detector box: re-crop from their landmarks first
+            cfg = self.tracker.cfg
+            refined = settle(self.landmarker, frame.image, [results[i] for i in new], cfg.refine_passes, cfg.refine_tolerance)
+            for i, r in zip(new, refined):
+                results[i] = r
+        if self.stills:
+            alive = {tid for tid, res in zip(frame.box_tracks, results) if self.tracker.confident(res)}
+        else:
+            self.tracker.update(frame.box_tracks, results)
+            alive = self.tracker.tracks
+        for tid, res in zip(frame.box_tracks, results):
+            # only tracks still alive after this update produce faces: this drops the ones lost now
+            # and the ones lost on an earlier frame that the detect stage (running ahead) still boxed
+            if res is not None and tid in alive:
+                frame.faces.append(Face(tid, res.box, res.landmarks_px, res.confidence, self.landmarker.scheme,
+                                        detected=tid in frame.new_tracks))
+
+    def smooth(self, frame: Frame) -> None:
+        # filters and expression state belong to this stage alone: drop those of ended tracks
+        live = {f.track_id for f in frame.faces}
+        for tid in list(self._smoothers):
+            if tid not in live and tid not in self.tracker.tracks:
+                del self._smoothers[tid]
+                self._expressions.pop(tid, None)
+        calibrate, self.calibrate_requested = self.calibrate_requested, False
+        if self._new_smoothing is not None:
+            (self.cfg.smoothing, self.cfg.smoothing_settings), self._new_smoothing = self._new_smoothing, None
+            self._smoothers.clear()
+        h, w = frame.image.shape[:2]
+        for face in frame.faces:
+            sm = self._smoothers.get(face.track_id)
+            if sm is None or face.detected:
+                sm = self._smoothers[face.track_id] = build_smoother(self.cfg.smoothing, self.cfg.smoothing_settings)
+            smoothed = sm.update(face.landmarks_px, face.confidence, frame.timestamp_s, face.box.side_px)
+            face.smoothed_px = smoothed.astype(np.float32) if self.smoothing_enabled else face.landmarks_px
+            face.pose = estimate_pose(face.landmarks_px, (w, h))
+            face.pose_smoothed = estimate_pose(face.smoothed_px, (w, h))
+            if face.pose_smoothed is not None:   # a scheme with the 68 iBUG points (directly or mapped)
+                est = self._expressions.setdefault(face.track_id, ExpressionEstimator())
+                pts68, yaw = to_68(face.smoothed_px), float(face.pose_smoothed.rotation_deg[0])
+                if calibrate:
+                    est.calibrate(pts68, yaw)
+                face.expressions = est.blendshapes(pts68, yaw)
+
+
 class Pipeline:
     def __init__(self, source: Source, tracker: Tracker, landmarker, cfg: PipelineConfig | None = None):
         self.source, self.tracker, self.landmarker = source, tracker, landmarker
@@ -113,14 +189,11 @@ class Pipeline:
         self.stop_event = threading.Event()
         self.stats = Stats()
         self.error: BaseException | None = None
-        self.smoothing_enabled = True
-        self.calibrate_requested = False        # set by a UI ('c' key / button): next frame is the neutral face
-        self._smoothers: dict[int, object] = {}
-        self._expressions: dict[int, ExpressionEstimator] = {}
+        self.work = FrameProcessor(tracker, landmarker, self.cfg, self.stills)
         stages = {"_capture": self._capture,
                   "_detect": lambda: self._stage("detect", self.slot, self.q_boxes, self._detect),
                   "_landmarks": lambda: self._stage("landmarks", self.q_boxes, self.q_faces, self._landmarks),
-                  "_smooth": lambda: self._stage("smooth", self.q_faces, self.q_out, self._smooth)}
+                  "_smooth": lambda: self._stage("smooth", self.q_faces, self.q_out, self.work.smooth)}
         self._threads = [threading.Thread(target=self._guard, args=(fn,), name=name, daemon=True)
                          for name, fn in stages.items()]
 
@@ -191,63 +264,15 @@ class Pipeline:
         self._put(outq, _END, force=True)
 
     def _detect(self, frame: Frame) -> None:
-        if self.box_in_landmark_stage:
-            return
-        self._boxes(frame)
-
-    def _boxes(self, frame: Frame) -> None:
-        if self.stills:
-            frame.box_tracks, frame.boxes, frame.new_tracks = self.tracker.detect_only(frame.image)
-        else:
-            frame.box_tracks, frame.boxes, frame.new_tracks = self.tracker.boxes(frame.image, frame.index)
+        if not self.box_in_landmark_stage:
+            self.work.boxes(frame)
 
     def _landmarks(self, frame: Frame) -> None:
         if self.box_in_landmark_stage:
             t = time.perf_counter()
-            self._boxes(frame)
+            self.work.boxes(frame)
             frame.timings_ms["detect"] = (time.perf_counter() - t) * 1000
-        results = self.landmarker(frame.image, frame.boxes)
-        new = [i for i, tid in enumerate(frame.box_tracks) if tid in frame.new_tracks]
-        if new:  # faces that start from a detector box: re-crop from their landmarks first
-            cfg = self.tracker.cfg
-            refined = settle(self.landmarker, frame.image, [results[i] for i in new], cfg.refine_passes, cfg.refine_tolerance)
-            for i, r in zip(new, refined):
-                results[i] = r
-        if self.stills:
-            alive = {tid for tid, res in zip(frame.box_tracks, results) if self.tracker.confident(res)}
-        else:
-            self.tracker.update(frame.box_tracks, results)
-            alive = self.tracker.tracks
-        for tid, res in zip(frame.box_tracks, results):
-            # only tracks still alive after this update produce faces: this drops the ones lost now
-            # and the ones lost on an earlier frame that the detect stage (running ahead) still boxed
-            if res is not None and tid in alive:
-                frame.faces.append(Face(tid, res.box, res.landmarks_px, res.confidence, self.landmarker.scheme,
-                                        detected=tid in frame.new_tracks))
-
-    def _smooth(self, frame: Frame) -> None:
-        # filters and expression state belong to this stage alone: drop those of ended tracks
-        live = {f.track_id for f in frame.faces}
-        for tid in list(self._smoothers):
-            if tid not in live and tid not in self.tracker.tracks:
-                del self._smoothers[tid]
-                self._expressions.pop(tid, None)
-        calibrate, self.calibrate_requested = self.calibrate_requested, False
-        h, w = frame.image.shape[:2]
-        for face in frame.faces:
-            sm = self._smoothers.get(face.track_id)
-            if sm is None or face.detected:
-                sm = self._smoothers[face.track_id] = build_smoother(self.cfg.smoothing, self.cfg.smoothing_settings)
-            smoothed = sm.update(face.landmarks_px, face.confidence, frame.timestamp_s, face.box.side_px)
-            face.smoothed_px = smoothed.astype(np.float32) if self.smoothing_enabled else face.landmarks_px
-            face.pose = estimate_pose(face.landmarks_px, (w, h))
-            face.pose_smoothed = estimate_pose(face.smoothed_px, (w, h))
-            if face.pose_smoothed is not None:   # a scheme with the 68 iBUG points (directly or mapped)
-                est = self._expressions.setdefault(face.track_id, ExpressionEstimator())
-                pts68, yaw = to_68(face.smoothed_px), float(face.pose_smoothed.rotation_deg[0])
-                if calibrate:
-                    est.calibrate(pts68, yaw)
-                face.expressions = est.blendshapes(pts68, yaw)
+        self.work.landmarks(frame)
 
     # ---- consumer API -----------------------------------------------------------------------
     def start(self) -> "Pipeline":
@@ -277,4 +302,4 @@ class Pipeline:
         self.stop()
 
 
-__all__ = ["Pipeline", "PipelineConfig", "LatestSlot", "Stats", "SourceError"]
+__all__ = ["FrameProcessor", "Pipeline", "PipelineConfig", "LatestSlot", "Stats", "SourceError"]

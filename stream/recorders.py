@@ -18,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from models.schema import UserError
 from stream.frames import Frame
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".npz": "npz"}
 
 
-class RecordError(ValueError):
+class RecordError(UserError, ValueError):
     pass
 
 
@@ -56,16 +57,23 @@ class Recorder:
                               "or pass --record-format")
         if self.path.exists() and not overwrite:
             raise RecordError(f"{self.path} already exists; choose another name or pass --overwrite")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.meta = meta
         self.flush_every_s = flush_every_s
         self.q: queue.Queue = queue.Queue(queue_size)
         self.lost_rows = 0
         self.rows = 0
+        self.paused = False            # a UI's record toggle: frames are not written while paused
         self._npz: list[dict] = []
         self._file = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            Path(str(self.path) + ".meta.json").write_text(json.dumps(meta.__dict__, default=str, indent=1))
+            if self.fmt in ("csv", "jsonl"):
+                self._file = open(self.path, "w", newline="")
+        except OSError as e:
+            raise RecordError(f"cannot write the recording {self.path} ({e.strerror or e.__class__.__name__}); "
+                              "choose a path in a folder you can write to") from None
         if self.fmt in ("csv", "jsonl"):
-            self._file = open(self.path, "w", newline="")
             if self.fmt == "csv":
                 self._csv = csv.writer(self._file)
                 k = meta.num_points
@@ -73,12 +81,13 @@ class Recorder:
                                     "pose_Rx", "pose_Ry", "pose_Rz", "pose_Tx", "pose_Ty", "pose_Tz"]
                                    + [f"x_{i}" for i in range(k)] + [f"y_{i}" for i in range(k)]
                                    + [f"sx_{i}" for i in range(k)] + [f"sy_{i}" for i in range(k)])
-        Path(str(self.path) + ".meta.json").write_text(json.dumps(meta.__dict__, default=str, indent=1))
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
 
     # called from the consumer thread
     def write(self, frame: Frame) -> None:
+        if self.paused:
+            return
         rows = [{"frame": frame.index, "timestamp": round(frame.timestamp_s, 6), "face_id": f.track_id,
                  "confidence": float(np.mean(f.confidence)), "success": 1, "pose": _pose_cols(f),
                  "landmarks": f.landmarks_px.astype(np.float32),

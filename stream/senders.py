@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 import cv2
 import numpy as np
 
+from models.schema import UserError
 from stream.frames import Frame
 from stream.pipeline import LatestSlot
 
@@ -165,7 +166,7 @@ SENDERS = {"osc": VMCSender, "udp": UDPSender, "ws": WebSocketSender}
 DEFAULT_PORTS = {"osc": 39539, "udp": 9000, "ws": 8765}
 
 
-class SendError(ValueError):
+class SendError(UserError, ValueError):
     pass
 
 

@@ -25,14 +25,15 @@ from functools import lru_cache
 import numpy as np
 from filterpy.common import Q_discrete_white_noise
 
+from models.schema import ranged
 from models.shape import DEFAULT_SHAPE_MODEL, ShapeModel, apply_similarity
 
 
 @dataclass
 class KalmanConfig:
-    process_noise: float = 10.0      # acceleration variance, (face sides / s^2)^2; tuned by bench jitter
-    measurement_noise: float = 2e-5  # position variance at confidence 1, face sides^2
-    min_confidence: float = 0.05
+    process_noise: float = ranged(10.0, 1e-9, 1e9)     # acceleration variance, (face sides / s^2)^2; tuned by bench jitter
+    measurement_noise: float = ranged(2e-5, 1e-12, 1.0)  # position variance at confidence 1, face sides^2
+    min_confidence: float = ranged(0.05, 0.0, 1.0)
 
 
 class KalmanSmoother:
@@ -78,9 +79,9 @@ class KalmanSmoother:
 class OneEuroConfig:
     """MediaPipe's defaults for landmarks (in face-size units: cutoffs in Hz, beta per face side/s)."""
 
-    min_cutoff: float = 0.05
-    beta: float = 80.0
-    d_cutoff: float = 1.0
+    min_cutoff: float = ranged(0.05, 1e-6, 1000.0)
+    beta: float = ranged(80.0, 0.0, 1e6)
+    d_cutoff: float = ranged(1.0, 1e-6, 1000.0)
 
 
 class OneEuroSmoother:
@@ -116,12 +117,12 @@ class OneEuroSmoother:
 
 @dataclass
 class ShapeConfig:
-    components: int = 20             # shape coefficients kept (of the model's 40); fewer = steadier, stiffer
-    rigid_min_cutoff: float = 0.5    # One Euro on the similarity (px, face-size units)
-    rigid_beta: float = 300.0        # bench jitter sweep: follows a fast turn with NME below raw, lag 0
-    shape_min_cutoff: float = 0.05   # One Euro on the shape coefficients (model units ~ face radius)
-    shape_beta: float = 5.0         # chosen on bench jitter + the blink/jaw test (beta 3: blinks half lost)
-    d_cutoff: float = 1.0
+    components: int = ranged(20, 0, 136)            # shape coefficients kept (of the model's 40); fewer = steadier, stiffer
+    rigid_min_cutoff: float = ranged(0.5, 1e-6, 1000.0)   # One Euro on the similarity (px, face-size units)
+    rigid_beta: float = ranged(300.0, 0.0, 1e6)       # bench jitter sweep: follows a fast turn with NME below raw, lag 0
+    shape_min_cutoff: float = ranged(0.05, 1e-6, 1000.0)  # One Euro on the shape coefficients (model units ~ face radius)
+    shape_beta: float = ranged(5.0, 0.0, 1e6)        # chosen on bench jitter + the blink/jaw test (beta 3: blinks half lost)
+    d_cutoff: float = ranged(1.0, 1e-6, 1000.0)
     model: str | None = None         # .npz from `run.py fit-shape`; None = the shipped 300-W model
 
 
@@ -170,8 +171,11 @@ SMOOTHERS = {"kalman": (KalmanSmoother, KalmanConfig), "one_euro": (OneEuroSmoot
              "shape": (ShapeSmoother, ShapeConfig), "none": (NoSmoother, None)}
 
 
-def build_smoother(name: str, settings: dict | None = None):
+def build_smoother(name: str, settings=None):
+    """`settings`: the smoother's config dataclass, a dict of its keys, or None for its defaults."""
     if name not in SMOOTHERS:
         raise ValueError(f"unknown smoothing {name!r}; choose one of {sorted(SMOOTHERS)}")
     cls, cfg_cls = SMOOTHERS[name]
-    return cls(cfg_cls(**(settings or {}))) if cfg_cls else cls()
+    if cfg_cls is None:
+        return cls()
+    return cls(settings if isinstance(settings, cfg_cls) else cfg_cls(**(settings or {})))

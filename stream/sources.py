@@ -13,12 +13,15 @@ import cv2
 import numpy as np
 
 from models.data import IMAGE_EXTS
+from models.schema import UserError
 
 NETWORK_SCHEMES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+LIVE_SCHEMES = ("rtsp://", "rtmp://", "udp://", "tcp://", "srt://")   # http(s) is a file unless said live
+MAX_CAMERA_INDEX = 63
 VIDEO_EXTS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".y4m", ".gif", ".ts", ".flv", ".wmv")
 
 
-class SourceError(RuntimeError):
+class SourceError(UserError, RuntimeError):
     """A source that cannot be opened or read; the message says what to do."""
 
 
@@ -73,19 +76,22 @@ def _to_bgr(image: np.ndarray) -> np.ndarray:
 class AvSource(Source):
     """Video files and network streams through PyAV, with the stream's own timestamps."""
 
-    def __init__(self, location: str, realtime: bool = False, timeout_s: float = 10.0):
+    def __init__(self, location: str, realtime: bool = False, timeout_s: float = 10.0, live: bool | None = None):
+        """`live`: drop frames like a camera. Default: streaming protocols (rtsp, udp, ...) are live; a file,
+        local or over http(s), keeps every frame unless `realtime` paces it (see --live, --realtime)."""
         import av
-        self.live = location.startswith(NETWORK_SCHEMES)
+        remote = location.startswith(NETWORK_SCHEMES)
+        self.live = location.startswith(LIVE_SCHEMES) if live is None else live
         self.realtime = realtime
         self.description = location
-        if not self.live:
+        if not remote:
             p = Path(location)
             if not p.is_file():
                 raise SourceError(f"video file {location} not found; check the path")
             if p.stat().st_size == 0:
                 raise SourceError(f"video file {location} is empty (0 bytes)")
         try:
-            self.container = av.open(location, timeout=(timeout_s, timeout_s) if self.live else None)
+            self.container = av.open(location, timeout=(timeout_s, timeout_s) if remote else None)
         except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
             raise SourceError(f"cannot open {location} as video ({e.__class__.__name__}: {str(e)[:100]}); "
                               "check it is a playable video or reachable stream") from None
@@ -133,8 +139,11 @@ class FolderSource(Source):
     # consecutive video frames differ by a few grey levels on 32 px thumbnails; unrelated photos by tens
     SAME_SCENE_GREY = 12.0
 
-    def __init__(self, folder: str | None = None, fps: float = 30.0, mode: str = "auto", paths: list[Path] | None = None):
+    def __init__(self, folder: str | None = None, fps: float = 30.0, mode: str = "auto", paths: list[Path] | None = None,
+                 max_image_mpix: float = 100.0):
         self.paths = paths or sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        self.max_pixels = max_image_mpix * 1e6
+        self.skipped: list[str] = []     # images not processed, with the reason (too large, unreadable)
         if not self.paths:
             raise SourceError(f"folder {folder} has no images ({', '.join(IMAGE_EXTS)})")
         if mode not in FOLDER_MODES:
@@ -174,35 +183,60 @@ class FolderSource(Source):
 
     def frames(self):
         for i, p in enumerate(self.paths):
-            img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+            # an unreadable or oversized file in a folder is skipped (and listed), the rest still run
+            problem = image_problem(p, self.max_pixels)
+            img = None if problem else cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
             if img is None:
-                continue  # an unreadable file in a folder is skipped, the rest still run
+                self.skipped.append(f"{p.name}: {problem or 'unreadable'}")
+                continue
             yield _to_bgr(img), i / self.fps
 
 
+def image_problem(path: Path, max_pixels: float) -> str | None:
+    """Why an image file must not be decoded (from its header only), or None. A 30000 x 30000 PNG
+    would take gigabytes to decode, and crashed MediaPipe's detector."""
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except Exception:  # noqa: BLE001 - PIL raises many types for a damaged header; cv2 gets a second try
+        return None
+    if w * h > max_pixels:
+        return f"{w} x {h} pixels is over the {max_pixels / 1e6:.0f}-megapixel limit (max_image_mpix)"
+    return None
+
+
 def open_source(spec: str | int, realtime: bool = False, demo_frames: int = 300, fps: float = 30.0,
-                folder_mode: str = "auto") -> Source:
+                folder_mode: str = "auto", live: bool = False, max_image_mpix: float = 100.0) -> Source:
     """'demo', a camera index, a URL, a video file, an image file or an image folder."""
     from stream.demo import DemoSource
     spec = str(spec)
     if spec == "demo" or spec.startswith("demo:"):
-        faces = int(spec.split(":")[1]) if ":" in spec else 1
-        return DemoSource(frames=demo_frames, fps=fps, faces=faces, realtime=realtime)
+        count = spec.partition(":")[2] or "1"
+        if not count.isdigit() or not 1 <= int(count) <= DemoSource.MAX_FACES:
+            raise SourceError(f"demo source {spec!r}: write demo or demo:N with N from 1 to {DemoSource.MAX_FACES} faces")
+        return DemoSource(frames=demo_frames, fps=fps, faces=int(count), realtime=realtime)
     if spec.isdigit():
+        if int(spec) > MAX_CAMERA_INDEX:
+            raise SourceError(f"camera index {spec} is out of range (0 to {MAX_CAMERA_INDEX}); "
+                              "give the index of a connected camera, or a file")
         return WebcamSource(int(spec))
     if spec.startswith(NETWORK_SCHEMES):
-        return AvSource(spec, realtime=False)
+        return AvSource(spec, realtime=realtime, live=True if live else None)
     if "://" in spec:
         raise SourceError(f"unsupported URL scheme in {spec!r}; supported: {', '.join(NETWORK_SCHEMES)}")
     p = Path(spec)
     if p.is_dir():
-        return FolderSource(spec, fps, folder_mode)
+        return FolderSource(spec, fps, folder_mode, max_image_mpix=max_image_mpix)
     if not p.exists():
         raise SourceError(f"source {spec!r} not found: give a camera index, a video file, an image folder, a URL or 'demo'")
     if p.suffix.lower() in IMAGE_EXTS:
+        problem = image_problem(p, max_image_mpix * 1e6)
+        if problem:
+            raise SourceError(f"image {spec} is too large: {problem}; resize it or raise max_image_mpix")
         if cv2.imread(spec, cv2.IMREAD_REDUCED_GRAYSCALE_8) is None:
             raise SourceError(f"cannot read image {spec}: the file is damaged or not an image")
-        return FolderSource(fps=fps, paths=[p])
+        return FolderSource(fps=fps, paths=[p], max_image_mpix=max_image_mpix)
     return AvSource(spec, realtime=realtime)
 
 

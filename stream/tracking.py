@@ -13,23 +13,24 @@ import numpy as np
 
 from models.detector import FaceBox, find_faces, iou
 from models.landmarkers import box_change
+from models.schema import ranged
 
 
 @dataclass
 class TrackingConfig:
-    detect_every: int = 10          # also run the detector every N frames to pick up new faces
-    lost_confidence: float = 0.25   # mean landmark confidence under which a track is dropped
-    match_iou: float = 0.3          # detection <-> track association
-    max_faces: int = 10
+    detect_every: int = ranged(10, 1, 10_000)         # also run the detector every N frames to pick up new faces
+    lost_confidence: float = ranged(0.25, 0.0, 1.0)   # mean landmark confidence under which a track is dropped
+    match_iou: float = ranged(0.3, 0.0, 1.0)         # detection <-> track association
+    max_faces: int = ranged(10, 1, 100)
     # The crop box follows the landmarks only when they move more than this (fraction of the face
     # side), as MediaPipe smooths its ROI: a still face then gets the identical crop every frame, so
     # the crop -> landmarks -> crop loop cannot make the points jitter.
-    box_hysteresis: float = 0.03
+    box_hysteresis: float = ranged(0.03, 0.0, 1.0)
     # A new face (and every photo) starts from the detector's box, then is re-cropped from its own
     # landmarks until the box moves less than refine_tolerance x the face side (models.landmarkers.settle)
-    refine_passes: int = 3
-    refine_tolerance: float = 0.01
-    still_tiles: int = 2            # photos: also look for faces in 2 x 2 overlapping tiles (small faces)
+    refine_passes: int = ranged(3, 0, 10)
+    refine_tolerance: float = ranged(0.01, 0.0, 1.0)
+    still_tiles: int = ranged(2, 0, 4)           # photos: also look for faces in 2 x 2 overlapping tiles (small faces)
 
 
 @dataclass

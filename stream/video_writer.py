@@ -9,15 +9,27 @@ from pathlib import Path
 import av
 import numpy as np
 
+from models.schema import UserError
+
+
+class VideoWriteError(UserError, OSError):
+    pass
+
 
 class VideoWriter:
     def __init__(self, path: str | Path, fps: float = 30.0, overwrite: bool = False, audio_from: str | None = None):
         self.path = Path(path)
         if self.path.exists() and not overwrite:
-            raise FileExistsError(f"{self.path} already exists; choose another name or pass --overwrite")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+            raise VideoWriteError(f"{self.path} already exists; choose another name or pass --overwrite")
         self.fps = fps
-        self._container = av.open(str(self.path), "w")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._container = av.open(str(self.path), "w")
+        except ValueError:    # PyAV: no muxer for this extension
+            raise VideoWriteError(f"cannot write video {self.path.name}: unknown container; use .mp4, .mkv or .avi") from None
+        except OSError as e:
+            raise VideoWriteError(f"cannot write video {self.path} ({e.strerror or e.__class__.__name__}); "
+                                  "choose a path in a folder you can write to") from None
         self._stream = None
         self._audio_src = self._audio_in = self._audio_out = None
         if audio_from and Path(audio_from).is_file():

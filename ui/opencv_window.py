@@ -7,12 +7,13 @@ import sys
 
 import cv2
 
-from ui.draw import DrawOptions, draw_frame
+from models.schema import UserError
+from ui.draw import DrawOptions, draw_frame, stats_lines
 
 WINDOW = "hihtrack"
 
 
-class DisplayError(RuntimeError):
+class DisplayError(UserError, RuntimeError):
     pass
 
 
@@ -44,3 +45,29 @@ class OpenCVWindow:
 
     def close(self) -> None:
         cv2.destroyWindow(WINDOW)
+
+
+class WindowSession:
+    """The window as a FaceTracker.run() callback: draws each frame and applies its keys to the tracker."""
+
+    def __init__(self, window: OpenCVWindow, tracker, recorder=None):
+        self.window, self.tracker, self.recorder = window, tracker, recorder
+
+    def __call__(self, frame) -> bool:
+        pipe = self.tracker.pipeline
+        recording = self.recorder is not None and not self.recorder.paused
+        smoothing = self.tracker.settings.smoothing if pipe.work.smoothing_enabled else "off"
+        action = self.window.show(frame, stats_lines(frame, pipe.stats.fps(), pipe.stats.dropped, smoothing, recording))
+        if action == "quit":
+            return False
+        if action == "toggle_smoothing":
+            pipe.work.smoothing_enabled = not pipe.work.smoothing_enabled
+        elif action == "toggle_recording" and self.recorder is not None:
+            self.recorder.paused = not self.recorder.paused
+        elif action == "toggle_drawing":
+            self.window.draw = not self.window.draw
+        elif action == "calibrate":
+            pipe.work.calibrate_requested = True
+        elif action == "toggle_glasses":
+            self.window.opts.glasses = not self.window.opts.glasses
+        return True
