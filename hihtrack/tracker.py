@@ -212,6 +212,7 @@ class FaceTracker:
         return open_outputs(self.settings, self.landmarker, source, lambda frame: draw_frame(frame, DrawOptions(), None))
 
     def close(self) -> None:
+        self.detector.close()
         if self._owns_landmarker:
             self.landmarker.close()
 

@@ -1,8 +1,12 @@
-"""The threaded pipeline: capture -> detect/track -> landmarks -> smooth -> consumer (UI, sinks).
+"""The threaded pipeline: capture -> boxes + landmarks -> smooth -> consumer (UI, sinks).
 
 Stages are threads joined by bounded queues. Capture never waits for inference: a live source
 writes into a one-frame slot that keeps only the newest frame (drops are counted); a file source
 hands over every frame (blocking) unless it is paced in real time, in which case it drops too.
+The landmark stage makes each frame's boxes itself, from the landmarks of exactly the previous
+frame (detecting only every `detect_every` frames): a file is then tracked deterministically, and
+a live frame is taken from the slot only when the model is free, so it is the newest one (a
+separate detect stage running ahead held frames in a queue: 178 ms capture-to-output on WebRTC).
 One shutdown path for every ending: the source ends or fails, the consumer stops, or an exception
 in a stage; the end marker flows through every stage so the consumer sees every processed frame.
 """
@@ -11,6 +15,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -69,19 +74,22 @@ class PipelineConfig:
     drop_frames: bool | None = None   # None: drop when the source is live or paced
 
 
+STATS_WINDOW = 3000   # frames the percentiles cover (100 s at 30 fps): memory stays flat on a long stream
+
+
 @dataclass
 class Stats:
     frames_in: int = 0
     frames_out: int = 0
     dropped: int = 0
-    stage_ms: dict[str, list[float]] = field(default_factory=dict)
-    latency_ms: list[float] = field(default_factory=list)
+    stage_ms: dict[str, deque] = field(default_factory=dict)
+    latency_ms: deque = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
     started: float = field(default_factory=time.perf_counter)
 
     def record(self, frame: Frame) -> None:
         self.frames_out += 1
         for k, v in frame.timings_ms.items():
-            self.stage_ms.setdefault(k, []).append(v)
+            self.stage_ms.setdefault(k, deque(maxlen=STATS_WINDOW)).append(v)
         self.latency_ms.append(frame.latency_ms())
 
     def fps(self) -> float:
@@ -138,7 +146,6 @@ class FrameProcessor:
             alive = self.tracker.tracks
         for tid, res in zip(frame.box_tracks, results):
             # only tracks still alive after this update produce faces: this drops the ones lost now
-            # and the ones lost on an earlier frame that the detect stage (running ahead) still boxed
             if res is not None and tid in alive:
                 frame.faces.append(Face(tid, res.box, res.landmarks_px, res.confidence, self.landmarker.scheme,
                                         detected=tid in frame.new_tracks))
@@ -178,12 +185,7 @@ class Pipeline:
         drop = self.cfg.drop_frames
         self.drop = (source.live or getattr(source, "realtime", False)) if drop is None else drop
         self.stills = getattr(source, "stills", False)   # unrelated photos: each detected on its own
-        # A source that keeps every frame (a file) is tracked deterministically: its boxes come from the
-        # landmarks of exactly the previous frame, so they are made in the landmark stage. A live source
-        # boxes ahead in the detect stage (from whatever landmarks are newest) so detection never waits.
-        self.box_in_landmark_stage = not self.drop
         self.slot = LatestSlot() if self.drop else queue.Queue(self.cfg.queue_size)
-        self.q_boxes: queue.Queue = queue.Queue(self.cfg.queue_size)
         self.q_faces: queue.Queue = queue.Queue(self.cfg.queue_size)
         self.q_out: queue.Queue = queue.Queue(self.cfg.queue_size)
         self.stop_event = threading.Event()
@@ -191,8 +193,7 @@ class Pipeline:
         self.error: BaseException | None = None
         self.work = FrameProcessor(tracker, landmarker, self.cfg, self.stills)
         stages = {"_capture": self._capture,
-                  "_detect": lambda: self._stage("detect", self.slot, self.q_boxes, self._detect),
-                  "_landmarks": lambda: self._stage("landmarks", self.q_boxes, self.q_faces, self._landmarks),
+                  "_landmarks": lambda: self._stage("landmarks", self.slot, self.q_faces, self._landmarks),
                   "_smooth": lambda: self._stage("smooth", self.q_faces, self.q_out, self.work.smooth)}
         self._threads = [threading.Thread(target=self._guard, args=(fn,), name=name, daemon=True)
                          for name, fn in stages.items()]
@@ -205,7 +206,7 @@ class Pipeline:
             if self.error is None:
                 self.error = e
             self.stop_event.set()
-            for q in (self.slot, self.q_boxes, self.q_faces, self.q_out):
+            for q in (self.slot, self.q_faces, self.q_out):
                 self._put(q, _END, force=True)
 
     def _put(self, q, item, force: bool = False) -> bool:
@@ -263,15 +264,10 @@ class Pipeline:
                 return
         self._put(outq, _END, force=True)
 
-    def _detect(self, frame: Frame) -> None:
-        if not self.box_in_landmark_stage:
-            self.work.boxes(frame)
-
     def _landmarks(self, frame: Frame) -> None:
-        if self.box_in_landmark_stage:
-            t = time.perf_counter()
-            self.work.boxes(frame)
-            frame.timings_ms["detect"] = (time.perf_counter() - t) * 1000
+        t = time.perf_counter()
+        self.work.boxes(frame)
+        frame.timings_ms["detect"] = (time.perf_counter() - t) * 1000
         self.work.landmarks(frame)
 
     # ---- consumer API -----------------------------------------------------------------------

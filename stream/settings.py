@@ -31,6 +31,7 @@ class WebSettings:
     max_sessions: int = ranged(8, 1, 256)            # live browser sessions at once; more are refused with a message
     mirror_display: bool = False
     transport: Literal["webrtc", "image"] = "webrtc"  # live tab: WebRTC (aiortc) or Gradio's streaming images
+    ice_servers: list[str] = field(default_factory=list)   # e.g. stun:host:3478; empty = host candidates only
 
 
 @dataclass

@@ -50,7 +50,7 @@ class Tracker:
         self.tracks: dict[int, Track] = {}
         self._next_id = 0
         self._last_detect = -10 ** 9
-        self._lock = threading.Lock()  # boxes are read by the detect stage, written by the landmark stage
+        self._lock = threading.Lock()  # a UI thread may read the tracks while the landmark stage writes them
 
     def boxes(self, image: np.ndarray, index: int) -> tuple[list[int], list[FaceBox], set[int]]:
         """(track ids, boxes, ids that are new this frame) for the landmarker."""

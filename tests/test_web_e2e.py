@@ -54,8 +54,75 @@ def app(tmp_path_factory):
     proc.wait(timeout=20)
 
 
+def _server_threads(proc) -> int:
+    import psutil
+    return psutil.Process(proc.pid).num_threads()
+
+
+def _start_webrtc(browser, url):
+    browser.get(url)
+    wait(lambda: browser.find_elements("css selector", "#rtc-sid"), what="the WebRTC block")
+    click(browser, "#rtc-start")
+
+
+def _decoded(browser) -> tuple[float, float]:
+    s = browser.execute_async_script("const done = arguments[0]; window.hihRtcStats().then(done);")
+    return (s["framesDecoded"], s["seconds"]) if s else (0, 0.0)
+
+
+def test_webrtc_live_tab_streams_at_camera_rate(app, browser):
+    """The default live transport: WebRTC on the app's own server. The browser decodes >= 20 fps of
+    annotated frames with a tracked face."""
+    threads_before = _server_threads(app["proc"])
+    _start_webrtc(browser, app["url"])
+    wait(lambda: "faces 1" in browser.find_element("css selector", "#stats").text, timeout=90, what="a tracked face")
+    f0, t0 = _decoded(browser)
+    time.sleep(10)
+    f1, t1 = _decoded(browser)
+    fps = (f1 - f0) / (t1 - t0)
+    stats = browser.find_element("css selector", "#stats").text
+    browser.save_screenshot(str(ARTIFACTS / "web_webrtc.png"))
+    print(f"WebRTC: browser decoded {f1 - f0} frames in {t1 - t0:.1f} s = {fps:.1f} fps; page stats: {stats}; "
+          f"server threads {threads_before} -> {_server_threads(app['proc'])}")
+    assert "faces 1" in stats
+    assert fps >= 20, fps
+    click(browser, "#rtc-stop")
+
+
+def test_webrtc_sessions_keep_their_own_settings_and_are_freed(app, browser):
+    """Two tabs at once, each with its own smoothing; closing them frees their threads."""
+    base = _server_threads(app["proc"])
+    _start_webrtc(browser, app["url"])
+    first = browser.current_window_handle
+    browser.switch_to.new_window("tab")
+    _start_webrtc(browser, app["url"])
+    none_radio = wait(lambda: [r for r in browser.find_elements("css selector", "input[type=radio]")
+                               if r.get_attribute("value") == "none"], what="smoothing radio")[0]
+    browser.execute_script("arguments[0].click();", none_radio)
+    wait(lambda: "smoothing none" in browser.find_element("css selector", "#stats").text, timeout=60,
+         what="the second tab's own smoothing")
+    browser.switch_to.window(first)
+    wait(lambda: "smoothing shape" in browser.find_element("css selector", "#stats").text, timeout=60,
+         what="the first tab keeping its smoothing")
+    busy = _server_threads(app["proc"])
+    for handle in list(browser.window_handles):
+        browser.switch_to.window(handle)
+        click(browser, "#rtc-stop")
+    browser.switch_to.window(first)
+    for handle in browser.window_handles[1:]:
+        browser.switch_to.window(handle)
+        browser.close()
+    browser.switch_to.window(first)
+    browser.get("about:blank")
+    after = wait(lambda: (n := _server_threads(app["proc"])) <= base + 2 and n, timeout=60, what="threads freed")
+    print(f"server threads: {base} before, {busy} with two live tabs, {after} after closing them")
+
+
 def test_live_webcam_returns_annotated_frames(app, browser):
     browser.get(app["url"])
+    tab = wait(lambda: [b for b in browser.find_elements("css selector", "button[role=tab]") if "images" in b.text],
+               what="images tab")[0]
+    browser.execute_script("arguments[0].click();", tab)
     wait(lambda: browser.find_elements("css selector", '#inp div[title="grant webcam access"] button'), what="webcam button")
     click(browser, '#inp div[title="grant webcam access"] button')
     wait(lambda: browser.execute_script("const v=document.querySelector('#inp video'); return v && v.videoWidth > 0"),

@@ -1,0 +1,238 @@
+"""Live browser sessions, shared by both web transports (WebRTC and Gradio's streaming images).
+
+Each browser tab has one LiveSession, found by its session id: its own FaceTracker state (tracks,
+filters, calibration), recording and latest annotated frame; the HIH network is shared by all.
+A transport only pushes camera frames in and reads the newest finished frame out, so inference
+never runs in a request or media callback: a slow model lowers the output rate, frames are dropped
+(counted) rather than queued. Controls change the running session in place (no restart: ids and
+filters survive a slider move). The registry is bounded and frees a session's pipeline, threads
+and files when its tab closes.
+"""
+from __future__ import annotations
+
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from hihtrack import FaceTracker, TrackSettings
+from models.schema import UserError
+from stream.sources import Source, SourceError
+from ui.draw import DrawOptions, draw_frame
+
+DRAW_CHOICES = ["points", "indices", "mesh", "box", "pose axes", "AR glasses"]
+DEFAULT_DRAW = ["points", "mesh", "box", "pose axes"]
+
+
+class SessionLimit(UserError):
+    """More live sessions than gradio.max_sessions."""
+
+
+class PushSource(Source):
+    """A live source fed by a transport: keeps only the newest frame (the pipeline's slot drops the rest)."""
+
+    live = True
+    description = "browser webcam"
+
+    def __init__(self):
+        self._q: queue.Queue = queue.Queue(maxsize=1)
+        self._closed = threading.Event()
+        self._t0 = time.monotonic()
+
+    def push(self, image_bgr: np.ndarray) -> None:
+        try:
+            self._q.get_nowait()           # drop the unprocessed older frame
+        except queue.Empty:
+            pass
+        self._q.put_nowait((image_bgr, time.monotonic() - self._t0))
+
+    def frames(self):
+        while not self._closed.is_set():
+            try:
+                yield self._q.get(timeout=0.2)
+            except queue.Empty:
+                continue
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+@dataclass
+class Controls:
+    """What the page's controls say."""
+    landmarker: str = "hih"
+    smoothing: str = "shape"
+    strength: float = 0.25                       # 0 = responsive .. 1 = steady; 0.25 = the configured filter
+    draw: list[str] = field(default_factory=lambda: list(DEFAULT_DRAW))
+
+    def tracker_settings(self, base: TrackSettings) -> TrackSettings:
+        """The strength slider mapped onto the chosen filter's own knob (log scale)."""
+        s = replace(base, landmarker=self.landmarker, smoothing=self.smoothing)
+        if self.smoothing == "kalman":
+            s.kalman = replace(base.kalman, process_noise=float(10 ** (2 - 4 * self.strength)))        # 100 .. 0.01
+        elif self.smoothing == "one_euro":
+            s.one_euro = replace(base.one_euro, min_cutoff=float(10 ** (1 - 3 * self.strength)))       # 10 .. 0.01
+        elif self.smoothing == "shape":
+            s.shape = replace(base.shape, shape_min_cutoff=float(base.shape.shape_min_cutoff * 10 ** (4 * (0.25 - self.strength))))
+        return s
+
+    def draw_options(self) -> DrawOptions:
+        d = set(self.draw)
+        return DrawOptions(points="points" in d, indices="indices" in d, mesh="mesh" in d, box="box" in d,
+                           pose_axes="pose axes" in d, glasses="AR glasses" in d)
+
+
+class LiveSession:
+    """One browser tab: its tracker run on a push source in a thread, the newest drawn frame, stats, recording."""
+
+    def __init__(self, base: TrackSettings, controls: Controls, files_dir: Path):
+        self.base, self.controls, self.files_dir = base, controls, files_dir
+        self.opts = controls.draw_options()
+        self.latest_bgr: np.ndarray | None = None
+        self.stats = "waiting for frames…"
+        self.frames_out = 0
+        self._latency = (float("nan"), float("nan"))
+        self.recorder = None
+        self.last_used = time.monotonic()
+        self._lock = threading.Lock()
+        self._start()
+
+    def _start(self) -> None:
+        settings = self.controls.tracker_settings(self.base)
+        self.tracker = FaceTracker(settings)       # HIH weights: loaded once per process, shared
+        self.source = PushSource()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="web-session")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.tracker.run(self.source, on_frame=self._on_frame)
+        except SourceError:
+            pass
+
+    def _on_frame(self, frame) -> None:
+        pipe = self.tracker.pipeline
+        with self._lock:
+            if self.recorder is not None:
+                self.recorder.write(frame)
+        self.latest_bgr = draw_frame(frame, self.opts, None)
+        self.frames_out += 1
+        faces = len(frame.faces)
+        stages = " · ".join(f"{k} {v:.0f}" for k, v in frame.timings_ms.items())
+        lat = np.percentile(pipe.stats.latency_ms, [50, 95]) if self.frames_out % 10 == 1 else self._latency
+        self._latency = lat
+        self.stats = (f"**{pipe.stats.fps():.1f} fps** · latency p50 {lat[0]:.0f} / p95 {lat[1]:.0f} ms · "
+                      f"faces {faces}{'' if faces else ' (no face found)'} · dropped {pipe.stats.dropped}"
+                      f"  \nms: {stages} · smoothing {self.controls.smoothing}{' · REC' if self.recorder else ''}")
+
+    def push(self, image_bgr: np.ndarray) -> None:
+        self.last_used = time.monotonic()
+        self.source.push(image_bgr)
+
+    def apply(self, controls: Controls) -> None:
+        """New control values, applied to the running stream: a landmarker change swaps the model
+        (a new tracker), anything else keeps tracks, ids and calibration."""
+        old, self.controls = self.controls, controls
+        self.opts = controls.draw_options()
+        if controls.landmarker != old.landmarker:
+            self._stop_tracker()
+            self._start()
+        elif (controls.smoothing, controls.strength) != (old.smoothing, old.strength) and self.tracker.pipeline:
+            settings = controls.tracker_settings(self.base)
+            self.tracker.settings = settings
+            self.tracker.pipeline.work.set_smoothing(settings.smoothing, settings.smoothing_settings())
+
+    def calibrate(self) -> None:
+        if self.tracker.pipeline is not None:
+            self.tracker.pipeline.work.calibrate_requested = True
+
+    def start_recording(self) -> None:
+        from stream.outputs import open_recorder
+        with self._lock:
+            if self.recorder is None:
+                path = Path(tempfile.mkdtemp(prefix="rec-", dir=self.files_dir)) / "landmarks.csv"
+                self.recorder = open_recorder(self.tracker.settings, self.tracker.landmarker, self.source, path)
+
+    def stop_recording(self) -> str | None:
+        with self._lock:
+            rec, self.recorder = self.recorder, None
+        if rec is None:
+            return None
+        rec.close()
+        return str(rec.path)
+
+    def _stop_tracker(self) -> None:
+        self.source.close()
+        self._thread.join(timeout=10)
+        self.tracker.close()
+
+    def close(self) -> None:
+        self.stop_recording()
+        self._stop_tracker()
+
+
+class LiveSessions:
+    """The live sessions of one server, by session id: at most `gradio.max_sessions` at once."""
+
+    def __init__(self, base: TrackSettings, files_dir: Path):
+        self.base, self.files_dir = base, files_dir
+        self._sessions: dict[str, LiveSession] = {}
+        self._controls: dict[str, Controls] = {}
+        self._lock = threading.Lock()
+
+    def controls(self, sid: str, controls: Controls) -> None:
+        """The page's controls changed: remembered, and applied to the running session if there is one."""
+        with self._lock:
+            self._controls[sid] = controls
+            session = self._sessions.get(sid)
+        if session is not None:
+            session.apply(controls)
+
+    def get(self, sid: str) -> LiveSession:
+        """The tab's session, started on its first frame."""
+        with self._lock:
+            session = self._sessions.get(sid)
+            if session is None:
+                if len(self._sessions) >= self.base.gradio.max_sessions:
+                    raise SessionLimit(f"{len(self._sessions)} live sessions are running, the limit of this server "
+                                       "(gradio.max_sessions); close another tab or try again later")
+                controls = self._controls.get(sid) or Controls(self.base.landmarker, self.base.smoothing)
+                session = self._sessions[sid] = LiveSession(self.base, controls, self._session_dir(sid))
+            return session
+
+    def known(self, sid: str) -> bool:
+        """A session id this server handed to a page (only those may start a session)."""
+        with self._lock:
+            return sid in self._controls
+
+    def find(self, sid: str) -> LiveSession | None:
+        with self._lock:
+            return self._sessions.get(sid)
+
+    def _session_dir(self, sid: str) -> Path:
+        d = self.files_dir / f"session-{sid}"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def close(self, sid: str | None) -> None:
+        """The tab closed (or its connection ended): pipeline, threads and files go."""
+        if not sid:
+            return
+        with self._lock:
+            session = self._sessions.pop(sid, None)
+            self._controls.pop(sid, None)
+        if session is not None:
+            session.close()
+        shutil.rmtree(self.files_dir / f"session-{sid}", ignore_errors=True)
+
+    def close_all(self) -> None:
+        for sid in list(self._sessions):
+            self.close(sid)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
