@@ -2,6 +2,7 @@
 """hihtrack: real-time face landmarks with Heatmap-In-Heatmap.
 
     python run.py [track] [--source 0|FILE|FOLDER|URL|demo] [--ui opencv|gradio|none] ...
+    python run.py extract VIDEOS... --out DIR [--workers N | --ray auto]
     python run.py train --config configs/hih_small.yaml --data ../shared/data/300w
     python run.py eval  --weights models/weights/hih_small_300w.pt --data ../shared/data/300w
     python run.py bench quantization|speed
@@ -26,7 +27,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")          # mediapipe's C++ loggin
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parent
-SUBCOMMANDS = ("track", "train", "eval", "bench", "export", "replay", "fit-shape")
+SUBCOMMANDS = ("track", "extract", "train", "eval", "bench", "export", "replay", "fit-shape")
 
 
 class CliError(UserError):
@@ -141,6 +142,70 @@ def _print_summary(s, recorder) -> None:
     if recorder is not None:
         lost = f", {recorder.lost_rows} rows lost to a full queue" if recorder.lost_rows else ""
         print(f"recorded {recorder.rows} rows to {recorder.path}{lost}")
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    """One recording per input; finished ones skipped; a summary; exit 1 if any input failed."""
+    from tqdm import tqdm
+
+    from hihtrack.extract import expand_inputs, frame_estimate, plan, run_local, run_ray
+    from stream.settings import load_settings
+
+    flags = {k: getattr(args, k) for k in ("landmarker", "smoothing", "weights", "device", "backend", "detector")}
+    settings = load_settings(args.config, **flags)
+    inputs = expand_inputs(args.inputs)
+    if not inputs:
+        raise CliError("no inputs found; give video files, folders, globs or a list file")
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ".write-test").touch()
+        (out / ".write-test").unlink()
+    except OSError as e:
+        raise CliError(f"cannot write to --out {out} ({e.strerror}); choose a folder you can write to") from None
+    jobs = plan(inputs, out, args.format)
+    todo = [j for j in jobs if not Path(j.output).exists()]
+    print(f"{len(jobs)} inputs, {len(jobs) - len(todo)} already done; writing {args.format} to {out}", file=sys.stderr)
+    bar = tqdm(total=sum(frame_estimate(j.input) for j in todo) or None, unit="frame", desc=f"0/{len(todo)} files",
+               file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
+    finished = []
+
+    def on_result(r):
+        finished.append(r)
+        bar.set_description(f"{len(finished)}/{len(todo)} files")
+        if r.error:
+            tqdm.write(f"failed: {r.input}: {r.error}", file=sys.stderr)
+        elif args.ray:          # Ray workers report per file: the bar moves by whole inputs
+            bar.update(r.frames)
+        return r
+
+    t0 = time.perf_counter()
+    try:
+        if args.ray:
+            results = run_ray(todo, settings, args.format, args.ray, on_result)
+        else:
+            results = run_local(todo, settings, args.format, args.workers or max(1, os.cpu_count() or 1),
+                                bar.update, on_result)
+    finally:
+        bar.close()
+        if (out / ".partial").is_dir() and not any((out / ".partial").iterdir()):
+            (out / ".partial").rmdir()
+    wall_s = time.perf_counter() - t0
+    done = {r.input: r for r in results}
+    print(f"{'input':40s} {'frames':>7s} {'w/ face':>7s} {'fps':>6s}  result")
+    for job in jobs:
+        r = done.get(job.input)
+        if r is None:
+            print(f"{job.input[-40:]:40s} {'':>7s} {'':>7s} {'':>6s}  skipped: {job.output} already done")
+        elif r.error:
+            print(f"{job.input[-40:]:40s} {'':>7s} {'':>7s} {'':>6s}  error: {r.error}")
+        else:
+            print(f"{job.input[-40:]:40s} {r.frames:7d} {r.frames_with_face:7d} {r.fps:6.1f}  {r.output}")
+    failed = [r for r in results if r.error]
+    frames = sum(r.frames for r in results)
+    print(f"{len(results) - len(failed)} extracted, {len(jobs) - len(todo)} skipped, {len(failed)} failed; "
+          f"{frames} frames in {wall_s:.1f} s = {frames / max(wall_s, 1e-9):.1f} frames/s overall")
+    return 1 if failed else 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -357,6 +422,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="an image folder is: auto (decide from sizes and content) | stills (unrelated photos) | video (frames)")
     tr.add_argument("--config", help="pipeline YAML (default configs/pipeline.yaml); flags win over it")
     tr.set_defaults(func=cmd_track)
+
+    xt = sub.add_parser("extract", help="landmarks for many videos: one recording per input, resumable, parallel or on Ray")
+    xt.add_argument("inputs", nargs="+", help="video files, folders, globs (quoted) or list files (.txt: one input per line)")
+    xt.add_argument("--out", required=True, help="folder for the recordings (named after the inputs)")
+    xt.add_argument("--format", default="csv", choices=("csv", "jsonl", "npz"))
+    xt.add_argument("--workers", type=_bounded(0, 64), default=0, help="worker processes (0: one per core)")
+    xt.add_argument("--ray", help="run on a Ray cluster: auto (the running one), ADDRESS, or local (start one here)")
+    for flag in ("landmarker", "smoothing", "weights", "device", "backend", "detector", "config"):
+        xt.add_argument(f"--{flag}", help=f"as for track (configs/pipeline.yaml: {flag})")
+    xt.set_defaults(func=cmd_extract)
 
     ex = sub.add_parser("export", help="export the inference graph to ONNX")
     ex.add_argument("--weights", default=str(ROOT / "models/weights/hih_small_300w.pt"))
