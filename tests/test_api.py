@@ -1,0 +1,106 @@
+"""The public Python API (hihtrack) and the examples built on it."""
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hihtrack import FaceTracker, InputError, SettingsError, load_settings
+from stream.demo import DemoSource
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tracker():
+    with FaceTracker(smoothing="shape") as t:
+        yield t
+
+
+def test_track_yields_faces_with_everything_a_user_reads(tracker):
+    frames = list(tracker.track("demo", max_frames=12))
+    assert [f.index for f in frames] == list(range(12))
+    face = frames[-1].faces[0]
+    assert face.landmarks.shape == (68, 2) and face.landmarks_px.shape == (68, 2)
+    assert face.smoothed_px is not None and np.isfinite(face.landmarks).all()
+    assert face.scheme == "300w-68" and face.confidence.shape == (68,)
+    assert face.pose is not None and face.expressions and "jawOpen" in face.expressions
+    assert {f.faces[0].track_id for f in frames} == {0}
+    assert tracker.last_summary.frames == 12
+
+
+def test_process_a_photo_and_video_frames(tracker):
+    demo = DemoSource(frames=5)
+    photo = tracker.process(demo.render(0))
+    assert len(photo.faces) == 1 and photo.faces[0].detected
+    (center_px, side_px), = demo.true_boxes(0)
+    assert np.abs(photo.faces[0].landmarks_px.mean(0) - center_px).max() < 0.15 * side_px
+    ids = [tracker.process(demo.render(i), timestamp_s=i / 30).faces[0].track_id for i in range(5)]
+    assert len(set(ids)) == 1                      # video mode: one track across frames
+    with pytest.raises(InputError, match="larger than the previous"):
+        tracker.process(demo.render(0), timestamp_s=0.0)
+
+
+@pytest.mark.parametrize("bad", [None, "photo.jpg", np.zeros((0, 0, 3), np.uint8), np.zeros((4, 4, 5), np.uint8)])
+def test_process_refuses_what_is_not_an_image(tracker, bad):
+    with pytest.raises(InputError, match="expected an image"):
+        tracker.process(bad)
+
+
+def test_settings_are_checked_once_with_one_line():
+    with pytest.raises(SettingsError, match="did you mean 'detect_every'"):
+        FaceTracker(tracking={"detect_evry": 5})
+    with pytest.raises(SettingsError, match="smoothing 'strong' is not one of"):
+        load_settings(smoothing="strong")
+    s = load_settings(**{"tracking.detect_every": 3, "kalman.process_noise": 1.0})
+    assert s.tracking.detect_every == 3 and s.kalman.process_noise == 1.0 and s.tracking.max_faces == 10
+
+
+def _example(name, *args, timeout=300):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    return subprocess.run([sys.executable, str(ROOT / "examples" / name), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd="/")      # from anywhere: the example finds the repo itself
+
+
+@pytest.mark.e2e
+def test_example_print_landmarks():
+    r = _example("print_landmarks.py", "--frames", "5")
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("frame")]
+    assert len(lines) == 5 and "nose (" in lines[0], r.stdout
+    assert "demo clip" in r.stderr          # no webcam here: the fallback says so
+
+
+@pytest.mark.e2e
+def test_example_vmc_avatar_sends_packets():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(0.5)
+        port = sock.getsockname()[1]
+        r = _example("vmc_avatar.py", "--source", "demo", "--frames", "10", "--to", f"127.0.0.1:{port}")
+        assert r.returncode == 0, r.stderr
+        packets = []
+        try:
+            while True:
+                packets.append(sock.recv(65536))
+        except socket.timeout:
+            pass
+    assert "sent 10 frames" in r.stdout
+    assert any(b"/VMC/Ext/Blend/Val" in p for p in packets) and any(b"/VMC/Ext/Bone/Pos" in p for p in packets)
+
+
+@pytest.mark.e2e
+def test_example_extract_folder(tmp_path):
+    from tests.test_pipeline import write_video
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    demo = DemoSource(frames=15)
+    write_video(videos / "a.mp4", [demo.render(i) for i in range(15)])
+    r = _example("extract_folder.py", str(videos), str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    assert "15 frames" in r.stdout and (tmp_path / "out" / "a.csv").is_file()
+    again = _example("extract_folder.py", str(videos), str(tmp_path / "out"))
+    assert "skipped" in again.stdout
