@@ -215,32 +215,26 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from models.detector import FaceBox
     from stream.frames import Face, Frame
     from stream.recorders import load_recording
-    from stream.sources import SourceError, open_source
+    from stream.sources import open_source
 
-    try:
-        rec = load_recording(args.file)
-    except (OSError, ValueError, KeyError) as e:
-        raise CliError(f"cannot load recording {args.file} ({e.__class__.__name__}: {e}); pass a .csv, .jsonl or .npz "
-                       "written by `track --record` (with its .meta.json)") from None
-    ui = None
-    if args.ui == "opencv":
-        from ui.opencv_window import DisplayError, OpenCVWindow
-        try:
-            ui = OpenCVWindow()
-        except DisplayError as e:
-            raise CliError(str(e)) from None
-    frames = None
-    if args.video:
-        try:
-            frames = open_source(args.video).frames()
-        except SourceError as e:
-            raise CliError(str(e)) from None
+    rec = load_recording(args.file)
+    frames = open_source(args.video).frames() if args.video else None
+    ui = _open_window(args.ui)
     lm = rec["landmarks"]
     w = int(np.nanmax(lm[..., 0])) + 40 if np.isfinite(lm).any() else 640
     h = int(np.nanmax(lm[..., 1])) + 40 if np.isfinite(lm).any() else 480
-    shown = 0
+    blank = np.full((h, w, 3), 40, np.uint8)
+    shown, video_pos, image = 0, -1, blank
     for i, idx in enumerate(rec["frame"]):
-        image = next(frames)[0] if frames is not None else np.full((h, w, 3), 40, np.uint8)
+        while frames is not None and video_pos < idx:    # the recording's frame numbers index the video
+            got = next(frames, None)
+            video_pos += 1
+            if got is None:
+                print(f"the video ends before frame {idx} of the recording: the rest is drawn on a blank canvas",
+                      file=sys.stderr)
+                frames, image = None, blank
+            else:
+                image = got[0]
         faces = [Face(int(tid), FaceBox.from_landmarks(lm[i, j]), lm[i, j], np.ones(len(lm[i, j]), np.float32), "replay",
                       smoothed_px=rec["smoothed"][i, j])
                  for j, tid in enumerate(rec["face_id"][i]) if tid >= 0 and np.isfinite(lm[i, j]).all()]
@@ -263,7 +257,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         eng = LandmarkEngine(args.weights, "cpu")
     except WeightsError as e:
         raise CliError(str(e)) from None
-    export_onnx(eng.net, Path(args.out), eng.input_px)
+    try:
+        export_onnx(eng.net, Path(args.out), eng.input_px)
+    except OSError as e:
+        raise CliError(f"cannot write {args.out} ({e.strerror or e.__class__.__name__}); choose a writable --out") from None
     print(f"wrote {args.out}: input 'image' (N,3,{eng.input_px},{eng.input_px}) ImageNet-normalised RGB; "
           "outputs 'heatmap' (last integer heatmap) and 'decimal' (decimal logits)")
     return 0
@@ -441,7 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("replay", help="play a recording back over its video or a blank canvas")
     rp.add_argument("file")
     rp.add_argument("--video", help="the source the recording was made from")
-    rp.add_argument("--ui", default="opencv", choices=("opencv", "none"))
+    rp.add_argument("--ui", default="auto", choices=("auto", "opencv", "none"),
+                    help="auto: a window where there is a display, else only the summary")
     rp.set_defaults(func=cmd_replay)
 
     ev = sub.add_parser("eval", help="NME / FR / AUC / CED on held-out annotated faces, with competitors")

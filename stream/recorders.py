@@ -171,24 +171,44 @@ def _stack_rows(rows: list[dict], k: int) -> dict[str, np.ndarray]:
 
 
 def load_recording(path: str | Path) -> dict[str, np.ndarray]:
-    """Any recording -> {"frame", "timestamp", "face_id", "landmarks", "smoothed"} arrays (frames x faces x K x 2)."""
+    """Any recording -> {"frame", "timestamp", "face_id", "landmarks", "smoothed"} arrays (frames x faces x K x 2).
+    A last row cut short (the writer was killed mid-row) is left out; anything else malformed is a RecordError."""
+    import zipfile
     path = Path(path)
-    if path.suffix == ".npz":
-        with np.load(path) as z:
-            return {k: z[k] for k in ("frame", "timestamp", "face_id", "landmarks", "smoothed")}
-    meta = json.loads(Path(str(path) + ".meta.json").read_text())
-    k = meta["num_points"]
+    try:
+        if path.suffix == ".npz":
+            with np.load(path) as z:
+                return {k: z[k] for k in ("frame", "timestamp", "face_id", "landmarks", "smoothed")}
+        meta = json.loads(Path(str(path) + ".meta.json").read_text())
+        k = int(meta["num_points"])
+        if path.suffix == ".csv":
+            with open(path, newline="") as f:
+                rows = _parse_rows(list(csv.DictReader(f)), lambda r: _csv_row(r, k))
+        else:
+            rows = _parse_rows([ln for ln in path.read_text().splitlines() if ln.strip()], _json_row)
+        return _stack_rows(rows, k)
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
+        raise RecordError(f"cannot load recording {path} ({e.__class__.__name__}: {str(e)[:80]}); pass a .csv, .jsonl "
+                          "or .npz written by `track --record` or `extract`, with its .meta.json") from None
+
+
+def _parse_rows(items: list, parse) -> list[dict]:
     rows = []
-    if path.suffix == ".csv":
-        with open(path) as f:
-            for r in csv.DictReader(f):
-                raw, smooth = (np.array([[float(r[f"{p}x_{i}"]), float(r[f"{p}y_{i}"])] for i in range(k)], np.float32)
-                               for p in ("", "s"))
-                rows.append({"frame": int(r["frame"]), "timestamp": float(r["timestamp"]), "face_id": int(r["face_id"]),
-                             "success": int(r["success"]), "landmarks": raw, "smoothed": smooth})
-    else:
-        for line in path.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                rows.append({**r, "landmarks": np.array(r["landmarks"], np.float32), "smoothed": np.array(r["smoothed"], np.float32)})
-    return _stack_rows(rows, k)
+    for i, item in enumerate(items):
+        try:
+            rows.append(parse(item))
+        except (ValueError, KeyError, TypeError):
+            if i < len(items) - 1:
+                raise
+    return rows
+
+
+def _csv_row(r: dict, k: int) -> dict:
+    raw, smooth = (np.array([[float(r[f"{p}x_{i}"]), float(r[f"{p}y_{i}"])] for i in range(k)], np.float32) for p in ("", "s"))
+    return {"frame": int(r["frame"]), "timestamp": float(r["timestamp"]), "face_id": int(r["face_id"]),
+            "success": int(r["success"]), "landmarks": raw, "smoothed": smooth}
+
+
+def _json_row(line: str) -> dict:
+    r = json.loads(line)
+    return {**r, "landmarks": np.array(r["landmarks"], np.float32), "smoothed": np.array(r["smoothed"], np.float32)}

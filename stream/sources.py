@@ -5,6 +5,7 @@ network stream: frames may be dropped) or a file (every frame is processed, unle
 """
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Iterator
@@ -199,10 +200,14 @@ def image_problem(path: Path, max_pixels: float) -> str | None:
     try:
         with Image.open(path) as im:
             w, h = im.size
+    except Image.DecompressionBombError as e:   # PIL's own guard (over 2 x its limit) says how many pixels
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        w, h = (int(found.group(1)), 1) if found else (int(max_pixels) + 1, 1)
     except Exception:  # noqa: BLE001 - PIL raises many types for a damaged header; cv2 gets a second try
         return None
     if w * h > max_pixels:
-        return f"{w} x {h} pixels is over the {max_pixels / 1e6:.0f}-megapixel limit (max_image_mpix)"
+        size = f"{w} x {h} pixels" if h > 1 else f"{w / 1e6:.0f} megapixels"
+        return f"{size} is over the {max_pixels / 1e6:.0f}-megapixel limit (max_image_mpix)"
     return None
 
 
