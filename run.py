@@ -357,6 +357,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     elif args.what == "pipeline":
         from bench.pipeline import run_pipeline_bench
         print(run_pipeline_bench(out, args.minutes))
+    elif args.what == "extract":
+        from bench.extract import run_extract_bench
+        print(run_extract_bench(out, args.clips, args.frames, log=lambda m: print(m, file=sys.stderr, flush=True)))
+    elif args.what == "web":
+        from bench.web import run_web_bench
+        print(run_web_bench(out, args.seconds, log=lambda m: print(m, file=sys.stderr, flush=True)))
     elif args.what == "speed":
         from bench.speed import run_speed
         print(run_speed(args.device, out, quick=args.quick))
@@ -457,9 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=str(ROOT / "bench/results"))
     ev.set_defaults(func=cmd_eval)
 
-    b = sub.add_parser("bench", help="benchmarks: quantization | speed | jitter | pipeline | accuracy "
+    b = sub.add_parser("bench", help="benchmarks: quantization | speed | jitter | pipeline | accuracy | extract | web "
                                                 "(tables, JSON and plots in bench/results)")
-    b.add_argument("what", choices=("quantization", "speed", "jitter", "pipeline", "accuracy"))
+    b.add_argument("what", choices=("quantization", "speed", "jitter", "pipeline", "accuracy", "extract", "web"))
+    b.add_argument("--clips", type=_bounded(1, 1000), default=6, help="extract: demo clips to extract")
+    b.add_argument("--frames", type=_bounded(1, 100_000), default=150, help="extract: frames per clip")
+    b.add_argument("--seconds", type=_bounded(5, 600), default=20, help="web: measuring window per transport")
     b.add_argument("--minutes", type=float, default=5.0, help="pipeline: length of the real-time paced run")
     b.add_argument("--faces", type=_bounded(1, 200), default=4, help="jitter: real test faces to animate")
     b.add_argument("--data", help="folder holding 300w/ and wflw/ (default ../shared/data)")

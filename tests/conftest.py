@@ -23,7 +23,7 @@ def data_300w() -> Path:
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     """Headless Chromium whose webcam plays the demo clip."""
-    from tests.webutil import make_browser
+    from bench.browser import make_browser
     driver = make_browser(tmp_path_factory.mktemp("chrome"))
     (ROOT / "test-artifacts").mkdir(exist_ok=True)
     yield driver

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.webutil import CHROMEDRIVER, CHROMIUM, click, wait
+from bench.browser import CHROMEDRIVER, CHROMIUM, click, wait
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -38,7 +38,7 @@ def app(tmp_path_factory):
     cache = tmp / "gradio-cache"
     env = {**os.environ, "GRADIO_TEMP_DIR": str(cache), "GRADIO_ANALYTICS_ENABLED": "False"}
     proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "track", "--ui", "gradio", "--port", str(port),
-                             "--config", str(cfg)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "--config", str(cfg)], env=env, stdout=open(tmp / "server.log", "w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -47,7 +47,7 @@ def app(tmp_path_factory):
             break
         except OSError:
             if proc.poll() is not None:
-                pytest.fail(f"app exited: {proc.stdout.read()}")
+                pytest.fail(f"app exited: {(tmp / 'server.log').read_text()[-2000:]}")
             time.sleep(0.5)
     yield {"url": url, "cache": cache, "proc": proc, "port": port, "tmp": tmp}
     proc.terminate()
@@ -187,3 +187,48 @@ def test_non_video_upload_gets_a_clear_message(app, browser):
                           or "Invalid" in browser.page_source) and browser.page_source, timeout=60, what="an error message")
     assert "Traceback" not in text
     assert app["proc"].poll() is None   # the app keeps serving
+
+
+def _rss_mb(proc) -> float:
+    import psutil
+    return psutil.Process(proc.pid).memory_info().rss / 1e6
+
+
+def test_twenty_sessions_opened_and_closed_stay_bounded(app, browser):
+    """Tabs come and go: the server's threads and memory return to a bound (no per-session leak)."""
+    samples = []
+    for i in range(20):
+        _start_webrtc(browser, app["url"])
+        wait(lambda: "faces 1" in browser.find_element("css selector", "#stats").text, timeout=90, what=f"session {i}")
+        click(browser, "#rtc-stop")
+        browser.get("about:blank")
+        time.sleep(1.0)
+        samples.append((_server_threads(app["proc"]), _rss_mb(app["proc"])))
+    print("threads / RSS MB after each closed session:", samples)
+    (threads3, rss3), (threads20, rss20) = samples[2], samples[-1]
+    assert threads20 <= threads3 + 4, samples
+    assert rss20 <= rss3 + 80, samples
+
+
+def test_ten_uploads_stay_bounded(app, browser):
+    """The same upload processed 10 times: memory plateaus, the server's temp folder is swept."""
+    from stream.demo import DemoSource
+    from tests.test_pipeline import write_video
+
+    demo = DemoSource(frames=20)
+    clip = app["tmp"] / "again.mp4"
+    write_video(clip, [demo.render(i) for i in range(20)])
+    rss = []
+    for i in range(10):
+        _open_video_tab(browser, app["url"])
+        browser.find_element("css selector", "#video_in input[type=file]").send_keys(str(clip))
+        wait(lambda: browser.find_elements("css selector", "#video_in video"), what="uploaded preview")
+        click(browser, "#run_video")
+        wait(lambda: "20 frames" in browser.find_element("css selector", "#video_msg").text, timeout=120, what=f"upload {i}")
+        rss.append(_rss_mb(app["proc"]))
+    time.sleep(12)   # the sweep (every 5 s, files older than 5 s in the test config)
+    files = [p for p in app["cache"].rglob("*") if p.is_file()]
+    size_mb = sum(p.stat().st_size for p in files) / 1e6
+    print(f"server RSS after each upload (MB): {[round(r) for r in rss]}; cache after the sweep: {len(files)} files, {size_mb:.1f} MB")
+    assert rss[-1] <= rss[2] + 60, rss
+    assert size_mb < 5, (len(files), size_mb)

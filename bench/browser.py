@@ -1,4 +1,4 @@
-"""Shared pieces of the real-browser tests: headless Chromium with a fake camera, waits, clicks."""
+"""Headless Chromium with a fake camera (the demo clip), waits and clicks: for the browser tests and `bench web`."""
 import shutil
 import tempfile
 import time

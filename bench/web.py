@@ -1,0 +1,160 @@
+"""The web app's live tab in a real browser, both transports in one run: WebRTC (aiortc on the
+app's server, the default) and Gradio's streaming images.
+
+    python run.py bench web [--seconds 20]
+
+Headless Chromium whose fake camera plays the demo clip at 30 fps, on the same 2 cores as the
+server. Per transport: frames per second the browser actually shows (WebRTC: frames decoded, from
+getStats; images: distinct output images), the server's capture-to-output latency p50/p95 (the
+page's own readout, over the last frames), and CPU of the server process and of all Chromium
+processes (% of one core). Glass-to-glass latency is not measured here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cpu_s(procs) -> float:
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except Exception:  # noqa: BLE001 - a browser helper process may be gone
+            continue
+    return total
+
+
+def _chromium_procs():
+    import psutil
+    return [p for p in psutil.process_iter(["name"]) if "chrom" in (p.info["name"] or "")]
+
+
+def _latency(stats: str) -> tuple[float, float]:
+    m = re.search(r"latency p50 (\d+) / p95 (\d+) ms", stats)
+    return (float(m.group(1)), float(m.group(2))) if m else (float("nan"), float("nan"))
+
+
+def measure(browser, server, url: str, transport: str, seconds: float) -> dict:
+    import psutil
+
+    from bench.browser import click, wait
+    browser.get(url)
+    if transport == "webrtc":
+        wait(lambda: browser.find_elements("css selector", "#rtc-sid"), what="the WebRTC block")
+        click(browser, "#rtc-start")
+        count = lambda: browser.execute_async_script(   # noqa: E731
+            "const done = arguments[0]; window.hihRtcStats().then(s => done(s ? s.framesDecoded : 0));")
+    else:
+        tab = wait(lambda: [b for b in browser.find_elements("css selector", "button[role=tab]") if "images" in b.text],
+                   what="images tab")[0]
+        browser.execute_script("arguments[0].click();", tab)
+        click(browser, '#inp div[title="grant webcam access"] button')
+        wait(lambda: browser.execute_script("const v=document.querySelector('#inp video'); return v && v.videoWidth > 0"),
+             what="camera preview")
+        click(browser, "#inp button.capture-button")
+        browser.execute_script("""window._srcs = new Set(); window._poll = setInterval(() => {
+            const i = document.querySelector('#out img'); if (i && i.src) window._srcs.add(i.src); }, 5);""")
+        count = lambda: browser.execute_script("return window._srcs.size")   # noqa: E731
+    wait(lambda: "faces 1" in browser.find_element("css selector", "#stats").text, timeout=120, what="a tracked face")
+    time.sleep(2)
+    srv = psutil.Process(server.pid)
+    chrome = _chromium_procs()
+    n0, t0, srv0, chr0 = count(), time.perf_counter(), _cpu_s([srv]), _cpu_s(chrome)
+    time.sleep(seconds)
+    n1, t1, srv1, chr1 = count(), time.perf_counter(), _cpu_s([srv]), _cpu_s(chrome)
+    stats = browser.find_element("css selector", "#stats").text
+    p50, p95 = _latency(stats)
+    tracked = re.search(r"([\d.]+) fps", stats)
+    wall = t1 - t0
+    if transport == "webrtc":
+        click(browser, "#rtc-stop")
+    else:
+        click(browser, "#inp button.capture-button")
+    return {"transport": transport, "browser_fps": (n1 - n0) / wall, "tracked_fps": float(tracked.group(1)) if tracked else float("nan"),
+            "latency_p50_ms": p50, "latency_p95_ms": p95,
+            "server_cpu_pct": 100 * (srv1 - srv0) / wall, "browser_cpu_pct": 100 * (chr1 - chr0) / wall,
+            "page_stats": stats.replace("\n", " ")}
+
+
+def run_web_bench(out: Path, seconds: float = 20, log=print) -> str:
+    from bench.browser import CHROMEDRIVER, CHROMIUM, make_browser
+    if not (CHROMIUM and CHROMEDRIVER):
+        raise RuntimeError("bench web needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+    tmp = Path(tempfile.mkdtemp(prefix="hihtrack-bench-web-"))
+    port = _free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    env.pop("DISPLAY", None)
+    server = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "track", "--ui", "gradio", "--port", str(port)],
+                              env=env, stdout=open(tmp / "server.log", "w"), stderr=subprocess.STDOUT)
+    browser = None
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        browser = make_browser(tmp)
+        rows = []
+        for transport in ("webrtc", "image"):
+            rows.append(measure(browser, server, f"http://127.0.0.1:{port}/", transport, seconds))
+            log(f"{transport}: {rows[-1]}")
+    finally:
+        if browser is not None:
+            browser.quit()
+        server.terminate()
+        server.wait(timeout=30)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "web.json").write_text(json.dumps(rows, indent=1))
+    lines = [f"# Live web tab, both transports ({seconds:.0f} s each, headless Chromium with a fake 30 fps camera, "
+             "browser and server on the same 2 cores, hih on onnxruntime)", "",
+             "| transport | frames/s shown in the browser | tracked frames/s (server) | server latency p50 / p95 (ms) "
+             "| server CPU % | browser CPU % |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['transport']} | {r['browser_fps']:.1f} | {r['tracked_fps']:.1f} | "
+                     f"{r['latency_p50_ms']:.0f} / {r['latency_p95_ms']:.0f} | "
+                     f"{r['server_cpu_pct']:.0f} | {r['browser_cpu_pct']:.0f} |")
+    lines += ["", "Frames shown: WebRTC, frames the browser decoded (each camera frame is answered at once with the "
+              "newest annotated one, so the video runs at the camera's rate while the annotations change at the tracked "
+              "rate); images, distinct output images. Tracked: the server pipeline's own rate. CPU: % of one core over the "
+              "window (200 % = both cores). Latency: capture to tracked output on the server (the page's readout over its "
+              "last frames); glass-to-glass is not measured."]
+    _plot(rows, out / "web.png")
+    table = "\n".join(lines) + "\n"
+    (out / "web.md").write_text(table)
+    return table
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    names = [r["transport"] for r in rows]
+    axes[0].bar(names, [r["browser_fps"] for r in rows], color=["tab:blue", "tab:gray"])
+    axes[0].set_ylabel("frames/s in the browser")
+    axes[1].bar(names, [r["latency_p50_ms"] for r in rows], color=["tab:blue", "tab:gray"], label="p50")
+    axes[1].scatter(names, [r["latency_p95_ms"] for r in rows], color="k", zorder=3, label="p95")
+    axes[1].set_ylabel("server latency (ms)")
+    axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
