@@ -515,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _terminate(signum, _frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)    # once: a second TERM must not cut the cleanup short
     raise KeyboardInterrupt
 
 

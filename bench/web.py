@@ -158,3 +158,120 @@ def _plot(rows: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _disk_mb(folders: list[Path]) -> float:
+    total = 0
+    for folder in folders:
+        for p in folder.rglob("*"):
+            try:
+                total += p.stat().st_size if p.is_file() else 0
+            except OSError:
+                continue
+    return total / 1e6
+
+
+def run_web_soak(out: Path, minutes: float = 10, log=print) -> str:
+    """One tab streams over WebRTC for `minutes`; a second browser opens and closes live tabs and
+    uploads a clip in turn. Every 10 s: the server's RSS, threads, and the size of its temp folder."""
+    import psutil
+
+    from bench.browser import click, make_browser, wait
+    from stream.demo import DemoSource
+    from stream.video_writer import VideoWriter
+    tmp = Path(tempfile.mkdtemp(prefix="hihtrack-soak-"))
+    clip = tmp / "upload.mp4"
+    demo = DemoSource(frames=60)
+    writer = VideoWriter(clip, demo.fps, overwrite=True)
+    for image, ts in demo.frames():
+        writer.write(image, ts)
+    writer.close()
+    port = _free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "TMPDIR": str(tmp)}   # the server's temp folder, to watch
+    env.pop("DISPLAY", None)
+    env.pop("GRADIO_TEMP_DIR", None)
+    server = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "track", "--ui", "gradio", "--port", str(port)],
+                              env=env, stdout=open(tmp / "server.log", "w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    streamer = churner = None
+    samples = []
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        streamer, churner = make_browser(tmp / "a"), make_browser(tmp / "b")
+        streamer.get(url)
+        wait(lambda: streamer.find_elements("css selector", "#rtc-sid"), what="the WebRTC block")
+        click(streamer, "#rtc-start")
+        wait(lambda: "faces 1" in streamer.find_element("css selector", "#stats").text, timeout=120, what="a tracked face")
+        srv = psutil.Process(server.pid)
+        t0, last_sample, step = time.time(), 0.0, 0
+        opened, uploads = 0, 0
+        while time.time() - t0 < minutes * 60:
+            if step % 3 == 2:        # an upload
+                churner.get(url)
+                tab = wait(lambda: [b for b in churner.find_elements("css selector", "button[role=tab]") if "Video file" in b.text],
+                           what="video tab")[0]
+                churner.execute_script("arguments[0].click();", tab)
+                wait(lambda: churner.find_elements("css selector", "#video_in input[type=file]"), what="upload input")
+                churner.find_element("css selector", "#video_in input[type=file]").send_keys(str(clip))
+                wait(lambda: churner.find_elements("css selector", "#video_in video"), what="uploaded preview")
+                click(churner, "#run_video")
+                wait(lambda: "60 frames" in churner.find_element("css selector", "#video_msg").text, timeout=180, what="upload done")
+                uploads += 1
+            else:                    # a live tab that opens, streams a few seconds and closes
+                churner.get(url)
+                wait(lambda: churner.find_elements("css selector", "#rtc-sid"), what="the WebRTC block")
+                click(churner, "#rtc-start")
+                wait(lambda: "faces" in churner.find_element("css selector", "#stats").text, timeout=120, what="second tab")
+                time.sleep(3)
+                churner.get("about:blank")
+                opened += 1
+            step += 1
+            if time.time() - last_sample >= 10:
+                last_sample = time.time()
+                samples.append({"t_s": round(last_sample - t0), "rss_mb": srv.memory_info().rss / 1e6, "threads": srv.num_threads(),
+                                "disk_mb": _disk_mb([p for p in tmp.iterdir() if p.name.startswith("hihtrack-web-")]),
+                                "stats": streamer.find_element("css selector", "#stats").text.split("\n")[0]})
+                log(samples[-1])
+    finally:
+        for b in (streamer, churner):
+            if b is not None:
+                b.quit()
+        server.terminate()
+        server.wait(timeout=30)
+    left = [p for p in tmp.iterdir() if p.name.startswith("hihtrack-web-")]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "web_soak.json").write_text(json.dumps({"samples": samples, "tabs_opened": opened, "uploads": uploads,
+                                                   "temp_folders_left_after_shutdown": len(left)}, indent=1))
+    first, last = samples[len(samples) // 5], samples[-1]
+    peak = max(samples, key=lambda s: s["rss_mb"])
+    text = (f"# Web server soak ({minutes:.0f} min): one tab streaming over WebRTC, {opened} live tabs opened and closed, "
+            f"{uploads} uploads processed\n\n| | after {first['t_s']} s | at the end ({last['t_s']} s) | peak |\n|---|---|---|---|\n"
+            f"| RSS MB | {first['rss_mb']:.0f} | {last['rss_mb']:.0f} | {peak['rss_mb']:.0f} |\n"
+            f"| threads | {first['threads']} | {last['threads']} | {max(s['threads'] for s in samples)} |\n"
+            f"| temp folder MB | {first['disk_mb']:.1f} | {last['disk_mb']:.1f} | {max(s['disk_mb'] for s in samples):.1f} |\n\n"
+            f"Temp folders left after shutdown: {len(left)}. Streaming tab at the end: {last['stats']}\n")
+    _plot_soak(samples, out / "web_soak.png")
+    (out / "web_soak.md").write_text(text)
+    return text
+
+
+def _plot_soak(samples: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    t = [s["t_s"] / 60 for s in samples]
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3))
+    for ax, key, label in zip(axes, ("rss_mb", "threads", "disk_mb"), ("RSS (MB)", "threads", "temp folder (MB)")):
+        ax.plot(t, [s[key] for s in samples])
+        ax.set_xlabel("minutes")
+        ax.set_ylabel(label)
+        ax.set_ylim(bottom=0)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -27,7 +27,7 @@ class WebSettings:
     stream_every: float = ranged(0.05, 0.01, 2.0)   # s between browser frames (docs/gradio-ceiling.md)
     time_limit_s: int = ranged(3600, 10, 86_400)
     max_upload_mb: float = ranged(500.0, 1.0, 10_000.0)
-    delete_cache: tuple[int, int] = (60, 120)        # sweep every N s the cached files older than M s
+    delete_cache: tuple[int, int] = (60, 900)        # sweep every N s the cached files older than M s
     max_sessions: int = ranged(8, 1, 256)            # live browser sessions at once; more are refused with a message
     mirror_display: bool = False
     transport: Literal["webrtc", "image"] = "webrtc"  # live tab: WebRTC (aiortc) or Gradio's streaming images

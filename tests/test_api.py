@@ -104,3 +104,27 @@ def test_example_extract_folder(tmp_path):
     assert "15 frames" in r.stdout and (tmp_path / "out" / "a.csv").is_file()
     again = _example("extract_folder.py", str(videos), str(tmp_path / "out"))
     assert "skipped" in again.stdout
+
+
+def test_reconnect_gives_up_on_a_stream_that_opens_but_never_decodes(monkeypatch):
+    """--reconnect on a URL that opens and then fails at once: a bounded number of tries, then one error."""
+    import time
+
+    from stream.sources import Source, SourceError
+
+    class OpensButNeverDecodes(Source):
+        live = True
+        description = "rtsp://camera/never"
+
+        def frames(self):
+            raise SourceError("rtsp://camera/never stopped delivering frames")
+            yield  # noqa: unreachable - a generator
+
+    opened = []
+    tracker = FaceTracker(reconnect=True, reconnect_attempts=2, landmarker="hih")
+    monkeypatch.setattr(tracker, "open_source", lambda spec=None, notify=None: opened.append(spec) or OpensButNeverDecodes())
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    with pytest.raises(SourceError, match="gave up after 2 reconnect attempts"):
+        list(tracker.track("rtsp://camera/never"))
+    assert len(opened) == 3          # the first open and 2 reconnects
+    tracker.close()

@@ -301,3 +301,25 @@ def test_replay_keeps_a_recording_cut_mid_row_and_a_shorter_video(files, tmp_pat
     r = run_cli(["replay", str(cut), "--video", str(short), "--ui", "none"], files)
     assert r.returncode == 0, r.stderr
     assert "replayed 2 frames" in r.stdout and "blank canvas" in r.stderr
+
+
+def test_sigterm_ends_like_ctrl_c_and_keeps_the_recording(files, tmp_path):
+    """A service manager's stop: the summary is printed and the NPZ holds the frames up to the end."""
+    import signal
+    import time
+
+    from stream.recorders import load_recording
+    out = tmp_path / "t.npz"
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "--source", "demo", "--realtime", "--ui", "none",
+                             "--record", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and not out.exists():
+        time.sleep(0.2)
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert "Traceback" not in stderr, stderr
+    assert "interrupted" in stderr and "recorded" in stdout, (stdout, stderr)
+    rows = int(stdout.split("recorded ")[1].split()[0])
+    assert rows > 30 and len(load_recording(out)["frame"]) == rows

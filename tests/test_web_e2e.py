@@ -33,8 +33,7 @@ def app(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("web")
     port = _free_port()
     cfg = tmp / "web.yaml"
-    base = (ROOT / "configs/pipeline.yaml").read_text()
-    cfg.write_text(base.replace("delete_cache: [60, 120]", "delete_cache: [5, 5]"))
+    cfg.write_text("gradio:\n  delete_cache: [5, 5]\n")     # layered on configs/pipeline.yaml
     cache = tmp / "gradio-cache"
     env = {**os.environ, "GRADIO_TEMP_DIR": str(cache), "GRADIO_ANALYTICS_ENABLED": "False"}
     proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "track", "--ui", "gradio", "--port", str(port),
@@ -86,6 +85,15 @@ def test_webrtc_live_tab_streams_at_camera_rate(app, browser):
           f"server threads {threads_before} -> {_server_threads(app['proc'])}")
     assert "faces 1" in stats
     assert fps >= 20, fps
+    # the live tab's other controls reach the WebRTC session: calibration, recording with download
+    click(browser, "#calibrate")
+    wait(lambda: "neutral face taken" in browser.page_source, what="calibration message")
+    click(browser, "#record input")
+    wait(lambda: "REC" in browser.find_element("css selector", "#stats").text, what="recording on")
+    time.sleep(2)
+    click(browser, "#record input")
+    wait(lambda: "landmarks" in browser.find_element("css selector", "#rec_file").text.replace("\n", ""),
+         what="the recording to download")
     click(browser, "#rtc-stop")
 
 

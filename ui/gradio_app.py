@@ -19,14 +19,14 @@ from pathlib import Path
 
 import cv2
 
-from hihtrack import FaceTracker, TrackSettings
+from hihtrack import TrackSettings
 from stream.outputs import open_recorder
 from stream.sources import AvSource, SourceError
 from ui.draw import draw_frame
-from ui.live import DEFAULT_DRAW, DRAW_CHOICES, Controls, LiveSessions, SessionLimit
+from ui.live import DEFAULT_DRAW, DRAW_CHOICES, Controls, LiveSessions, SessionLimit, TrackerPool
 
 
-def process_video(base: TrackSettings, files_dir: Path, path: str, controls: Controls, progress=None):
+def process_video(base: TrackSettings, files_dir: Path, path: str, controls: Controls, pool: TrackerPool, progress=None):
     """Video tab: the whole file through the tracker -> (annotated mp4, landmarks csv, track, message)."""
     from stream.recorders import load_recording
     from stream.video_writer import AnnotatedVideoSink, VideoWriter
@@ -43,7 +43,8 @@ def process_video(base: TrackSettings, files_dir: Path, path: str, controls: Con
     total = source.stream.frames or None
     out_dir = Path(tempfile.mkdtemp(prefix="video-", dir=files_dir))
     opts = controls.draw_options()
-    with FaceTracker(settings) as tracker:
+    tracker = pool.borrow(settings)
+    try:
         rec = open_recorder(settings, tracker.landmarker, source, out_dir / "landmarks.csv")
         video = AnnotatedVideoSink(VideoWriter(out_dir / "annotated.mp4", source.fps or 30.0),
                                    lambda frame: draw_frame(frame, opts, None))
@@ -53,6 +54,8 @@ def process_video(base: TrackSettings, files_dir: Path, path: str, controls: Con
                 progress(min(1.0, (frame.index + 1) / total), desc=f"frame {frame.index + 1}/{total}")
 
         summary = tracker.run(source, [rec, video], on_frame)
+    finally:
+        pool.give_back(tracker)
     n = video.writer.frames
     msg = f"{n} frames, faces found in {summary.frames_with_face}" if summary.frames_with_face else f"{n} frames: no face found"
     return str(out_dir / "annotated.mp4"), str(rec.path), load_recording(rec.path), msg
@@ -134,8 +137,8 @@ def build_app(settings: TrackSettings, sessions: LiveSessions, files_dir: Path, 
         if not path:
             raise gr.Error("choose a video file first")
         try:
-            video, csv_path, track, msg = process_video(settings, files_dir, path,
-                                                        controls_of(landmarker, smoothing, strength, draw), progress)
+            video, csv_path, track, msg = process_video(settings, files_dir, path, controls_of(landmarker, smoothing, strength, draw),
+                                                        sessions.pool, progress)
         except (SourceError, ValueError) as e:
             raise gr.Error(str(e)) from None
         return video, [video, csv_path], track_plot(track, int(point)), msg, track
@@ -216,7 +219,8 @@ class Sweeper:
                     if path.is_file() and now - path.stat().st_mtime > max_age_s and not self.keep(path):
                         path.unlink()
                         removed += 1
-                    elif path.is_dir() and not any(path.iterdir()) and now - path.stat().st_mtime > max_age_s:
+                    elif path.is_dir() and not any(path.iterdir()) and now - path.stat().st_mtime > max_age_s \
+                            and not self.keep(path):
                         path.rmdir()
                 except OSError:
                     continue      # in use or already gone: the next sweep tries again
