@@ -210,40 +210,19 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Play a recording back over its video (or a blank canvas), in a window or as a summary."""
-    import numpy as np
-
-    from models.detector import FaceBox
-    from stream.frames import Face, Frame
-    from stream.recorders import load_recording
+    from stream.recorders import load_recording, recorded_frames
     from stream.sources import open_source
 
     rec = load_recording(args.file)
-    frames = open_source(args.video).frames() if args.video else None
-    ui = _open_window(args.ui)
-    lm = rec["landmarks"]
-    w = int(np.nanmax(lm[..., 0])) + 40 if np.isfinite(lm).any() else 640
-    h = int(np.nanmax(lm[..., 1])) + 40 if np.isfinite(lm).any() else 480
-    blank = np.full((h, w, 3), 40, np.uint8)
-    shown, video_pos, image = 0, -1, blank
-    for i, idx in enumerate(rec["frame"]):
-        while frames is not None and video_pos < idx:    # the recording's frame numbers index the video
-            got = next(frames, None)
-            video_pos += 1
-            if got is None:
-                print(f"the video ends before frame {idx} of the recording: the rest is drawn on a blank canvas",
-                      file=sys.stderr)
-                frames, image = None, blank
-            else:
-                image = got[0]
-        faces = [Face(int(tid), FaceBox.from_landmarks(lm[i, j]), lm[i, j], np.ones(len(lm[i, j]), np.float32), "replay",
-                      smoothed_px=rec["smoothed"][i, j])
-                 for j, tid in enumerate(rec["face_id"][i]) if tid >= 0 and np.isfinite(lm[i, j]).all()]
-        frame = Frame(int(idx), float(rec["timestamp"][i]), image, faces=faces)
+    video = open_source(args.video).frames() if args.video else None
+    window = _open_window(args.ui)
+    shown = 0
+    for frame in recorded_frames(rec, video, notify=_notice):
         shown += 1
-        if ui is not None and ui.show(frame, [f"replay {args.file} frame {idx}"]) == "quit":
+        if window is not None and window.show(frame, [f"replay {args.file} frame {frame.index}"]) == "quit":
             break
-    if ui is not None:
-        ui.close()
+    if window is not None:
+        window.close()
     n_faces = int((rec["face_id"] >= 0).sum())
     print(f"replayed {shown} frames, {n_faces} face observations, {rec['landmarks'].shape[2]} points per face")
     return 0
@@ -361,8 +340,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from bench.extract import run_extract_bench
         print(run_extract_bench(out, args.clips, args.frames, log=lambda m: print(m, file=sys.stderr, flush=True)))
     elif args.what == "web":
-        from bench.web import run_web_bench
-        print(run_web_bench(out, args.seconds, log=lambda m: print(m, file=sys.stderr, flush=True)))
+        from bench.web import run_web_bench, run_web_soak
+        log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+        print(run_web_bench(out, args.seconds, log=log))
+        if args.soak_minutes:
+            print(run_web_soak(out, args.soak_minutes, log=log))
     elif args.what == "speed":
         from bench.speed import run_speed
         print(run_speed(args.device, out, quick=args.quick))
@@ -469,6 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--clips", type=_bounded(1, 1000), default=6, help="extract: demo clips to extract")
     b.add_argument("--frames", type=_bounded(1, 100_000), default=150, help="extract: frames per clip")
     b.add_argument("--seconds", type=_bounded(5, 600), default=20, help="web: measuring window per transport")
+    b.add_argument("--soak-minutes", dest="soak_minutes", type=_bounded(0, 600), default=0,
+                   help="web: then stream for N minutes with tabs opening/closing and uploads, watching memory/threads/disk")
     b.add_argument("--minutes", type=float, default=5.0, help="pipeline: length of the real-time paced run")
     b.add_argument("--faces", type=_bounded(1, 200), default=4, help="jitter: real test faces to animate")
     b.add_argument("--data", help="folder holding 300w/ and wflw/ (default ../shared/data)")

@@ -212,3 +212,30 @@ def _csv_row(r: dict, k: int) -> dict:
 def _json_row(line: str) -> dict:
     r = json.loads(line)
     return {**r, "landmarks": np.array(r["landmarks"], np.float32), "smoothed": np.array(r["smoothed"], np.float32)}
+
+
+def recorded_frames(rec: dict, video=None, notify=None):
+    """A loaded recording as Frames (for drawing), over the frames of its video (`video`: an iterator of
+    (image, timestamp) from the source it was made from) or a blank canvas. The recording's frame
+    numbers index the video; a video that ends early leaves the rest on the canvas (said once)."""
+    from models.detector import FaceBox
+    from stream.frames import Face
+    lm = rec["landmarks"]
+    w = int(np.nanmax(lm[..., 0])) + 40 if np.isfinite(lm).any() else 640
+    h = int(np.nanmax(lm[..., 1])) + 40 if np.isfinite(lm).any() else 480
+    blank = np.full((h, w, 3), 40, np.uint8)
+    video_pos, image = -1, blank
+    for i, idx in enumerate(rec["frame"]):
+        while video is not None and video_pos < idx:
+            got = next(video, None)
+            video_pos += 1
+            if got is None:
+                if notify:
+                    notify(f"the video ends before frame {idx} of the recording: the rest is drawn on a blank canvas")
+                video, image = None, blank
+            else:
+                image = got[0]
+        faces = [Face(int(tid), FaceBox.from_landmarks(lm[i, j]), lm[i, j], np.ones(len(lm[i, j]), np.float32), "replay",
+                      smoothed_px=rec["smoothed"][i, j])
+                 for j, tid in enumerate(rec["face_id"][i]) if tid >= 0 and np.isfinite(lm[i, j]).all()]
+        yield Frame(int(idx), float(rec["timestamp"][i]), image, faces=faces)
