@@ -203,6 +203,8 @@ def run_web_soak(out: Path, minutes: float = 10, log=print) -> str:
                 break
             except OSError:
                 time.sleep(0.5)
+        (tmp / "a").mkdir()
+        (tmp / "b").mkdir()
         streamer, churner = make_browser(tmp / "a"), make_browser(tmp / "b")
         streamer.get(url)
         wait(lambda: streamer.find_elements("css selector", "#rtc-sid"), what="the WebRTC block")

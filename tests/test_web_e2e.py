@@ -33,7 +33,7 @@ def app(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("web")
     port = _free_port()
     cfg = tmp / "web.yaml"
-    cfg.write_text("gradio:\n  delete_cache: [5, 5]\n")     # layered on configs/pipeline.yaml
+    cfg.write_text("gradio:\n  delete_cache: [5, 5]\n  max_upload_mb: 2\n")     # layered on configs/pipeline.yaml
     cache = tmp / "gradio-cache"
     env = {**os.environ, "GRADIO_TEMP_DIR": str(cache), "GRADIO_ANALYTICS_ENABLED": "False"}
     proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "track", "--ui", "gradio", "--port", str(port),
@@ -240,3 +240,16 @@ def test_ten_uploads_stay_bounded(app, browser):
     print(f"server RSS after each upload (MB): {[round(r) for r in rss]}; cache after the sweep: {len(files)} files, {size_mb:.1f} MB")
     assert rss[-1] <= rss[2] + 60, rss
     assert size_mb < 5, (len(files), size_mb)
+
+
+def test_an_upload_over_the_limit_is_refused_while_it_streams(app, browser):
+    """gradio.max_upload_mb (2 in this test's config) is enforced by the server as the upload arrives."""
+    big = app["tmp"] / "big.mp4"
+    big.write_bytes(os.urandom(5_000_000))
+    _open_video_tab(browser, app["url"])
+    browser.find_element("css selector", "#video_in input[type=file]").send_keys(str(big))
+    text = wait(lambda: any(w in browser.page_source.lower() for w in ("exceed", "too large", "maximum allowed"))
+                and browser.page_source, timeout=60, what="a size message")
+    assert "Traceback" not in text
+    uploaded = [p for p in app["cache"].rglob("big*.mp4") if p.is_file()]
+    assert not uploaded, uploaded
