@@ -16,6 +16,7 @@ import time
 import av
 import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
@@ -32,25 +33,49 @@ class Offer(BaseModel):
 
 
 class AnnotatedTrack(MediaStreamTrack):
-    """The outgoing video: each incoming camera frame, answered by the newest annotated frame."""
+    """The outgoing video. A reader task takes every camera frame as it arrives (aiortc queues incoming
+    frames without bound: when the sender fell behind, the server grew 2 MB/s) and pushes it into the
+    tab's session; each outgoing frame is the newest annotated image, stamped with the newest camera
+    frame's time. The camera is never more than one frame behind, whatever the sender's pace."""
 
     kind = "video"
 
     def __init__(self, camera: MediaStreamTrack, sessions: LiveSessions, sid: str):
         super().__init__()
         self.camera, self.sessions, self.sid = camera, sessions, sid
+        self._latest: tuple[av.VideoFrame, np.ndarray] | None = None
+        self._fresh = asyncio.Event()
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                frame = await self.camera.recv()
+                image = frame.to_ndarray(format="bgr24")
+                session = self.sessions.find(self.sid)
+                if session is not None:
+                    session.push(image)
+                self._latest = (frame, image)
+                self._fresh.set()
+        except MediaStreamError:
+            self.stop()
 
     async def recv(self) -> av.VideoFrame:
-        frame = await self.camera.recv()
-        image = frame.to_ndarray(format="bgr24")
+        await self._fresh.wait()
+        self._fresh.clear()
+        if self.readyState != "live" or self._latest is None:
+            raise MediaStreamError
+        frame, image = self._latest
         session = self.sessions.find(self.sid)
-        out = image
-        if session is not None:
-            session.push(image)
-            out = session.latest_bgr if session.latest_bgr is not None else image
+        out = session.latest_bgr if session is not None and session.latest_bgr is not None else image
         reply = av.VideoFrame.from_ndarray(np.ascontiguousarray(out), format="bgr24")
         reply.pts, reply.time_base = frame.pts, frame.time_base
         return reply
+
+    def stop(self) -> None:
+        self._reader.cancel()
+        self._fresh.set()          # wake a waiting recv() so it ends
+        super().stop()
 
 
 class RtcServer:
