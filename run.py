@@ -294,7 +294,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.limit:
         faces = faces[: args.limit]
     for protocol in protocols:
-        res = evaluate(faces, args.weights, competitors, decodes, args.device, args.dlib_python, protocol)
+        res = evaluate(faces, args.weights, competitors, decodes, args.device, args.dlib_python, protocol, log=_notice)
         title = f"{args.title or f'{Path(args.data).name} ({len(faces)} faces)'}, {protocol} protocol"
         print(write_report(res, Path(args.out), title), flush=True)
     return 0
@@ -317,7 +317,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         sets = {name: data / name for name in ("300w", "wflw") if (data / name).exists()}
         if not sets:
             raise CliError(f"no annotated sets (300w/, wflw/) under {data}; pass --data ../shared/data")
-        print(write(study(sets), out))
+        print(write(study(sets, log=_notice), out))
     elif args.what == "accuracy":   # the eval command with its defaults: ours vs MediaPipe and PFLD, both test sets
         data = Path(args.data) if args.data else ROOT.parent / "shared/data"
         for name, title in (("300w", "300-W common (554 faces)"), ("wflw", "WFLW-206 hard faces, 98-to-68")):

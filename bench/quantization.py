@@ -46,13 +46,14 @@ def round_trip(codec, pts_crop: torch.Tensor, chunk: int = 16) -> torch.Tensor:
     return torch.cat(res)
 
 
-def study(datasets: dict[str, Path]) -> dict:
+def study(datasets: dict[str, Path], log=lambda message: None) -> dict:
     results = {}
     for name, path in datasets.items():
         faces = load_faces(path, "test")
         gt = np.stack([f.landmarks_px for f in faces]).astype(np.float64)
         ocular = scheme_for(gt.shape[1]).ocular
-        for inp, hm in GEOMETRIES:
+        for step, (inp, hm) in enumerate(GEOMETRIES):
+            log(f"{name}: geometry {inp}/{hm} ({step + 1}/{len(GEOMETRIES)}), {len(faces)} faces")
             mats = np.stack([crop.similarity(*crop.square_box(g, 1.3), inp) for g in gt])
             inv = np.stack([crop.invert(m) for m in mats])
             in_crop = crop.transform_points(mats, gt)

@@ -93,7 +93,7 @@ def _nearest_detection(boxes: list[FaceBox], gt: FaceBox) -> FaceBox | None:
 
 def evaluate(faces: list[Face], weights: str | Path, competitors: list[str], decodes=("hih", "dark", "argmax"),
              device: str = "cpu", dlib_python: str | None = None, protocol: str = "detector",
-             refine_passes: int = 3) -> EvalResult:
+             refine_passes: int = 3, log=lambda message: None) -> EvalResult:
     methods = {f"hihtrack ({d} decode)": HIHLandmarker(weights, device, backend="torch", decode=d) for d in decodes}
     if "mediapipe" in competitors:
         methods[MEDIAPIPE_NAME] = MediaPipeLandmarker()
@@ -102,7 +102,9 @@ def evaluate(faces: list[Face], weights: str | Path, competitors: list[str], dec
     detector = build_detector("blazeface") if protocol == "detector" else None
     preds: dict[str, list] = {name: [] for name in methods}
     gts = []
-    for f in faces:
+    for n, f in enumerate(faces):
+        if n % 50 == 0:
+            log(f"{protocol} protocol: face {n}/{len(faces)}")
         image = cv2.imread(str(f.image_path))
         gt68 = to_68(f.landmarks_px)
         gts.append(gt68)
