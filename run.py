@@ -440,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--protocol", default="both", choices=("both", "detector", "gt-box"),
                     help="detector: the project's detector + refinement (what a user gets); gt-box: ground-truth squares")
-    ev.add_argument("--limit", type=int, default=0)
+    ev.add_argument("--limit", type=_bounded(0, 1_000_000), default=0, help="only the first N test faces (0: all)")
     ev.add_argument("--title")
     ev.add_argument("--out", default=str(ROOT / "bench/results"))
     ev.set_defaults(func=cmd_eval)

@@ -139,8 +139,8 @@ class FaceTracker:
                 failures = 0 if emitted > emitted_before else failures + 1
                 if not (s.reconnect and source.live and spec is not None):
                     raise
-                if failures >= s.reconnect_attempts:
-                    raise SourceError(f"{e}; gave up after {failures} reconnect attempts without a frame") from None
+                if failures > s.reconnect_attempts:
+                    raise SourceError(f"{e}; gave up after {s.reconnect_attempts} reconnect attempts without a frame") from None
                 if notify:
                     notify(f"{e}; reconnecting ({failures}/{s.reconnect_attempts})")
                 time.sleep(min(2.0 * failures, 10.0))

@@ -37,6 +37,8 @@ def _to_cpu(obj):
 def load_checkpoint(path: str | Path) -> dict:
     """torch.load with weights_only=True: a pickle that carries code is refused, not run."""
     path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"weights {path} is a folder; pass the .pt file in it (e.g. {path}/best.pt)")
     if not path.is_file():
         raise WeightsError(f"weights file {path} not found; pass --weights PATH or train one with `run.py train`")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is damaged or foreign

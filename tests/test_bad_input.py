@@ -114,6 +114,7 @@ CASES = [
     ("weights-missing", ["--source", "demo", "--weights", "/nope/w.pt"], ["not found"]),
     ("weights-garbage", ["--source", "demo", "--weights", "{garbage_pt}"], ["weights"]),
     ("weights-text", ["--source", "demo", "--weights", "{text_pt}"], ["weights"]),
+    ("weights-folder", ["--source", "demo", "--weights", "{tmp}"], ["is a folder"]),
     # ---- configs
     ("config-missing", ["--config", "/nope.yaml"], ["config file"]),
     ("config-binary", ["--config", "{binary_yaml}"], ["config file"]),
@@ -161,6 +162,7 @@ CASES = [
     # ---- eval, bench, fit-shape
     ("eval-decodes", ["eval", "--decodes", "bogus"], ["--decodes", "bogus"]),
     ("eval-competitors", ["eval", "--competitors", "foo"], ["--competitors", "foo"]),
+    ("eval-limit-negative", ["eval", "--limit", "-1"], ["--limit"]),
     ("eval-data-missing", ["eval", "--data", "/nope/300w", "--competitors", ""], ["/nope/300w"]),
     ("bench-faces-zero", ["bench", "jitter", "--faces", "0"], ["--faces"]),
     ("bench-unknown", ["bench", "everything"], ["everything"]),
