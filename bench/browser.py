@@ -42,3 +42,33 @@ def click(driver, css):
     driver.execute_script("arguments[0].scrollIntoView(); arguments[0].click();", el)  # the footer covers buttons
 
 
+
+
+def start_web_app(log_dir, args=(), env=None, timeout_s: float = 120):
+    """`run.py track --ui gradio` on a free port, as a user starts it: (process, port) once it listens."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
+    env.pop("DISPLAY", None)
+    log = Path(log_dir) / "server.log"
+    proc = subprocess.Popen([sys.executable, str(root / "run.py"), "track", "--ui", "gradio", "--port", str(port), *args],
+                            env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, port
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"the web app did not start: {log.read_text()[-2000:]}")

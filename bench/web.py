@@ -14,20 +14,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cpu_s(procs) -> float:
@@ -94,24 +83,13 @@ def measure(browser, server, url: str, transport: str, seconds: float) -> dict:
 
 
 def run_web_bench(out: Path, seconds: float = 20, log=print) -> str:
-    from bench.browser import CHROMEDRIVER, CHROMIUM, make_browser
+    from bench.browser import CHROMEDRIVER, CHROMIUM, make_browser, start_web_app
     if not (CHROMIUM and CHROMEDRIVER):
         raise RuntimeError("bench web needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
     tmp = Path(tempfile.mkdtemp(prefix="hihtrack-bench-web-"))
-    port = _free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
-    env.pop("DISPLAY", None)
-    server = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "track", "--ui", "gradio", "--port", str(port)],
-                              env=env, stdout=open(tmp / "server.log", "w"), stderr=subprocess.STDOUT)
+    server, port = start_web_app(tmp)
     browser = None
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.5)
         browser = make_browser(tmp)
         rows = []
         for transport in ("webrtc", "image"):
@@ -176,7 +154,7 @@ def run_web_soak(out: Path, minutes: float = 10, log=print) -> str:
     uploads a clip in turn. Every 10 s: the server's RSS, threads, and the size of its temp folder."""
     import psutil
 
-    from bench.browser import click, make_browser, wait
+    from bench.browser import click, make_browser, start_web_app, wait
     from stream.demo import DemoSource
     from stream.video_writer import VideoWriter
     tmp = Path(tempfile.mkdtemp(prefix="hihtrack-soak-"))
@@ -186,23 +164,12 @@ def run_web_soak(out: Path, minutes: float = 10, log=print) -> str:
     for image, ts in demo.frames():
         writer.write(image, ts)
     writer.close()
-    port = _free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "TMPDIR": str(tmp)}   # the server's temp folder, to watch
-    env.pop("DISPLAY", None)
-    env.pop("GRADIO_TEMP_DIR", None)
-    server = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "track", "--ui", "gradio", "--port", str(port)],
-                              env=env, stdout=open(tmp / "server.log", "w"), stderr=subprocess.STDOUT)
+    os.environ.pop("GRADIO_TEMP_DIR", None)       # the server's temp folder goes under TMPDIR, to watch
+    server, port = start_web_app(tmp, env={"TMPDIR": str(tmp)})
     url = f"http://127.0.0.1:{port}/"
     streamer = churner = None
     samples = []
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.5)
         (tmp / "a").mkdir()
         (tmp / "b").mkdir()
         streamer, churner = make_browser(tmp / "a"), make_browser(tmp / "b")

@@ -4,15 +4,12 @@ Needs Debian's chromium + chromium-driver and selenium (installed by .ci/run). S
 test-artifacts/ (kept by CI as artifacts; ignored by git).
 """
 import os
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from bench.browser import CHROMEDRIVER, CHROMIUM, click, wait
+from bench.browser import CHROMEDRIVER, CHROMIUM, click, start_web_app, wait
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -21,33 +18,15 @@ pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     """The app as a user starts it, with Gradio's cache in a folder we can watch."""
     tmp = tmp_path_factory.mktemp("web")
-    port = _free_port()
     cfg = tmp / "web.yaml"
     cfg.write_text("gradio:\n  delete_cache: [5, 5]\n  max_upload_mb: 2\n")     # layered on configs/pipeline.yaml
     cache = tmp / "gradio-cache"
-    env = {**os.environ, "GRADIO_TEMP_DIR": str(cache), "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "track", "--ui", "gradio", "--port", str(port),
-                             "--config", str(cfg)], env=env, stdout=open(tmp / "server.log", "w"), stderr=subprocess.STDOUT)
+    proc, port = start_web_app(tmp, ["--config", str(cfg)], env={"GRADIO_TEMP_DIR": str(cache)})
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"app exited: {(tmp / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
     yield {"url": url, "cache": cache, "proc": proc, "port": port, "tmp": tmp}
     proc.terminate()
     proc.wait(timeout=20)
