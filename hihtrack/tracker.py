@@ -14,7 +14,6 @@ settings (`stream.settings.TrackSettings`); the HIH network is loaded once per p
 """
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -71,7 +70,6 @@ class RunSummary:
     latency_p95_ms: float = float("nan")
     dropped: int = 0
     stage_p50_ms: dict = field(default_factory=dict)
-    recorded_rows: int = 0
     error: str | None = None
     interrupted: bool = False
 
@@ -179,7 +177,6 @@ class FaceTracker:
                 out.close()
         summary = self.last_summary or RunSummary(str(source))
         summary.frames_with_face, summary.error, summary.interrupted = with_face, error, interrupted
-        summary.recorded_rows = sum(getattr(o, "rows", 0) for o in outputs if hasattr(o, "lost_rows"))
         return summary
 
     @staticmethod
@@ -243,7 +240,3 @@ def _checked_image(image) -> np.ndarray:
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
     return _to_bgr(np.ascontiguousarray(image))
-
-
-def print_notice(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)

@@ -93,11 +93,6 @@ def from_mapping(cls, data: Any, where: str = ""):
     return cls(**kwargs)
 
 
-def to_mapping(obj) -> dict:
-    """The plain-data form of a settings dataclass (inverse of from_mapping)."""
-    return dataclasses.asdict(obj)
-
-
 def _join(where: str, key) -> str:
     return f"{where}.{key}" if where else str(key)
 

@@ -266,6 +266,3 @@ class LiveSessions:
         for sid in list(self._sessions):
             self.close(sid)
         self.pool.close()
-
-    def __len__(self) -> int:
-        return len(self._sessions)
