@@ -151,7 +151,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from hihtrack.extract import expand_inputs, frame_estimate, plan, run_local, run_ray
     from stream.settings import load_settings
 
-    flags = {k: getattr(args, k) for k in ("landmarker", "smoothing", "weights", "device", "backend", "detector")}
+    flags = {k: getattr(args, k) for k in ("landmarker", "smoothing", "weights", "device", "backend", "detector",
+                                           "crop_views")}
     settings = load_settings(args.config, **flags)
     inputs = expand_inputs(args.inputs)
     if not inputs:
@@ -284,17 +285,20 @@ def cmd_fit_shape(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from models.data import load_faces
+    from models.engine import VIEW_OFFSETS_CELLS
     from models.evaluate import COMPETITORS, PROTOCOLS, evaluate, write_report
     from models.train import DECODES
 
     protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
     decodes = _choices("--decodes", args.decodes, DECODES)
     competitors = _choices("--competitors", args.competitors, COMPETITORS)
+    views = [int(v) for v in _choices("--views", args.views, [str(k) for k in VIEW_OFFSETS_CELLS])]
     faces = load_faces(args.data, "test")
     if args.limit:
         faces = faces[: args.limit]
     for protocol in protocols:
-        res = evaluate(faces, args.weights, competitors, decodes, args.device, args.dlib_python, protocol, log=_notice)
+        res = evaluate(faces, args.weights, competitors, decodes, args.device, args.dlib_python, protocol,
+                       views=views, log=_notice)
         title = f"{args.title or f'{Path(args.data).name} ({len(faces)} faces)'}, {protocol} protocol"
         print(write_report(res, Path(args.out), title), flush=True)
     return 0
@@ -388,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--precision", help="fp32 | fp16 | bf16")
     tr.add_argument("--backend", help="CPU inference: torch | onnxruntime")
     tr.add_argument("--threads", type=int)
+    tr.add_argument("--crop-views", dest="crop_views", type=int,
+                    help="1 | 2 | 4 HIH crops per face, half a heatmap cell apart, averaged (steadier, slower)")
     tr.add_argument("--smoothing", help="shape | kalman | one_euro | none")
     tr.add_argument("--detector", help="blazeface | haar")
     tr.add_argument("--record", help="write landmarks to PATH (.csv, .jsonl or .npz)")
@@ -416,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     xt.add_argument("--ray", help="run on a Ray cluster: auto (the running one), ADDRESS, or local (start one here)")
     for flag in ("landmarker", "smoothing", "weights", "device", "backend", "detector", "config"):
         xt.add_argument(f"--{flag}", help=f"as for track (configs/pipeline.yaml: {flag})")
+    xt.add_argument("--crop-views", dest="crop_views", type=int, help="as for track (configs/pipeline.yaml: crop_views)")
     xt.set_defaults(func=cmd_extract)
 
     ex = sub.add_parser("export", help="export the inference graph to ONNX")
@@ -437,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--competitors", default="mediapipe,pfld", help="comma list: mediapipe, pfld, dlib ('' for none)")
     ev.add_argument("--dlib-python", dest="dlib_python", help="python of the benchmark env that has dlib (bench/dlib_landmarks.py)")
     ev.add_argument("--decodes", default="hih,dark,centroid,argmax", help="decodes of our network to report")
+    ev.add_argument("--views", default="1,2", help="crop views per face to report with the hih decode (1, 2, 4)")
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--protocol", default="both", choices=("both", "detector", "gt-box"),
                     help="detector: the project's detector + refinement (what a user gets); gt-box: ground-truth squares")

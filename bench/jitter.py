@@ -158,7 +158,14 @@ SWEEPS = {
 MODES = ("kalman", "one_euro", "shape")
 
 
-def run_jitter(out_dir: Path, n_faces: int = 4, data: Path | None = None, landmarkers=("hih", "mediapipe"),
+def _landmarker(name: str, weights: Path | None):
+    """'hih', 'hih x2' / 'hih x4' (crop views averaged per face, models/engine.py), 'mediapipe'."""
+    if name.startswith("hih"):
+        return build_landmarker("hih", weights=weights, views=int(name.partition(" x")[2] or 1))
+    return build_landmarker(name)
+
+
+def run_jitter(out_dir: Path, n_faces: int = 4, data: Path | None = None, landmarkers=("hih", "hih x2", "mediapipe"),
                defaults: dict | None = None, weights: Path | None = None, log=print) -> str:
     data = data or Path(__file__).resolve().parents[2] / "shared/data/300w"
     faces = load_faces(data, "test")
@@ -167,7 +174,7 @@ def run_jitter(out_dir: Path, n_faces: int = 4, data: Path | None = None, landma
     defaults = {m: {} for m in MODES} | (defaults or {})
     results: dict = {}
     for lm_name in landmarkers:
-        lm = build_landmarker(lm_name, weights=weights) if lm_name == "hih" else build_landmarker(lm_name)
+        lm = _landmarker(lm_name, weights)
         per_clip: dict[str, list] = {}
         spreads = []
         for n, face in enumerate(faces):

@@ -42,10 +42,11 @@ def build_landmarker(settings: TrackSettings, shared: bool = True):
     from models.landmarkers import build_landmarker as build
     if settings.landmarker != "hih":
         return build(settings.landmarker)
-    key = (settings.weights, settings.device, settings.precision, settings.threads, settings.backend)
+    key = (settings.weights, settings.device, settings.precision, settings.threads, settings.backend,
+           settings.crop_views)
     if not shared:
         return build("hih", weights=settings.weights, device=settings.device, precision=settings.precision,
-                     threads=settings.threads, backend=settings.backend)
+                     threads=settings.threads, backend=settings.backend, views=settings.crop_views)
     with _SHARED_LOCK:
         if key not in _SHARED:
             _SHARED[key] = build_landmarker(settings, shared=False)

@@ -181,6 +181,7 @@ class AugmentConfig:
     brightness: float = 0.25
     contrast: float = 0.25
     saturation: float = 0.3
+    grayscale_p: float = 0.0       # a grey camera or an IR webcam: the colour channels made equal
     blur_p: float = 0.0
     occlusion_p: float = 0.0
     noise_std: float = 0.0         # per-pixel Gaussian sensor noise, grey levels (a webcam's still face)
@@ -230,7 +231,7 @@ def normalize(images_bgr: torch.Tensor) -> torch.Tensor:
 
 
 def _photometric(x: torch.Tensor, aug: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
-    """x (B,3,H,W) float in [0,1]: brightness, contrast, saturation, blur, occlusion."""
+    """x (B,3,H,W) float in [0,1]: brightness, contrast, saturation, grayscale, blur, occlusion."""
     b = x.shape[0]
     r = lambda amt: (1 + (2 * torch.rand(b, 1, 1, 1, generator=gen) - 1) * amt).to(x.device)  # noqa: E731
     x = x * r(aug.brightness)
@@ -238,6 +239,9 @@ def _photometric(x: torch.Tensor, aug: AugmentConfig, gen: torch.Generator) -> t
     x = (x - mean) * r(aug.contrast) + mean
     gray = x.mean(1, keepdim=True)
     x = (x - gray) * r(aug.saturation) + gray
+    if aug.grayscale_p > 0:
+        grey = (torch.rand(b, 1, 1, 1, generator=gen) < aug.grayscale_p).to(x.device)
+        x = torch.where(grey, x.mean(1, keepdim=True).expand_as(x), x)
     if aug.blur_p > 0:
         blurred = torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
         x = torch.where((torch.rand(b, 1, 1, 1, generator=gen) < aug.blur_p).to(x.device), blurred, x)

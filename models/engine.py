@@ -45,10 +45,16 @@ class _Slot:
     n: int = 0
 
 
+# Sub-cell crop offsets (in heatmap cells) of the views averaged per face; staggered by half a cell.
+VIEW_OFFSETS_CELLS = {1: [[0.0, 0.0]],
+                      2: [[-0.25, -0.25], [0.25, 0.25]],
+                      4: [[-0.25, -0.25], [0.25, 0.25], [-0.25, 0.25], [0.25, -0.25]]}
+
+
 class LandmarkEngine:
     def __init__(self, weights: str | Path = DEFAULT_WEIGHTS, device: str = "auto", precision: str = "fp32",
                  streams: int = 2, threads: int = 0, decode: str | None = None, max_batch: int = 16,
-                 channels_last: bool = True, backend: str = "torch"):
+                 channels_last: bool = True, backend: str = "torch", views: int = 1):
         ck = load_checkpoint(weights)
         if "recipe" not in ck:
             raise WeightsError(f"{weights} has no recipe: it is not a hihtrack checkpoint (for the official "
@@ -75,6 +81,9 @@ class LandmarkEngine:
         self.crop_scale = self.recipe.augment.crop_scale
         self.num_points = self.recipe.model.num_landmarks
         self.max_batch = max_batch
+        if views not in VIEW_OFFSETS_CELLS:
+            raise ValueError(f"views must be one of {sorted(VIEW_OFFSETS_CELLS)}, not {views}")
+        self.view_offsets_px = np.array(VIEW_OFFSETS_CELLS[views]) * self.codec.stride   # in crop px
         self._mean = torch.tensor([0.485, 0.456, 0.406], device=self.device).view(1, 3, 1, 1) * 255
         self._std = torch.tensor([0.229, 0.224, 0.225], device=self.device).view(1, 3, 1, 1) * 255
         self._slots: list[_Slot] = []
@@ -140,12 +149,22 @@ class LandmarkEngine:
         return res[..., :2], res[..., 2]
 
     def landmarks(self, image_bgr: np.ndarray, matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Whole landmark stage: crop -> infer -> decode -> back to image px (N,K,2), (N,K)."""
-        if len(matrices) == 0:
+        """Whole landmark stage: crop -> infer -> decode -> back to image px (N,K,2), (N,K).
+
+        With several views each face is cropped at sub-cell offsets (one batch) and the views'
+        landmarks are averaged in image px: their heatmap cells are staggered, so the cell
+        quantisation of one view falls mid-cell in another (crop-position spread, bench jitter).
+        """
+        n, v = len(matrices), len(self.view_offsets_px)
+        if n == 0:
             return np.zeros((0, self.num_points, 2), np.float32), np.zeros((0, self.num_points), np.float32)
-        pts, conf = self.infer(self.crops(image_bgr, matrices))
-        inv = np.stack([crop.invert(m) for m in matrices])
-        return crop.transform_points(inv, pts.astype(np.float64)).astype(np.float32), conf
+        views = np.repeat(np.asarray(matrices, np.float64), v, axis=0)
+        views[:, :, 2] += np.tile(self.view_offsets_px, (n, 1))
+        pts, conf = self.infer(self.crops(image_bgr, views))
+        inv = np.stack([crop.invert(m) for m in views])
+        image_pts = crop.transform_points(inv, pts.astype(np.float64))
+        return (image_pts.reshape(n, v, -1, 2).mean(1).astype(np.float32),
+                conf.reshape(n, v, -1).mean(1))
 
     # ---- CUDA streams -----------------------------------------------------------------------
     def _make_slot(self) -> _Slot:

@@ -30,7 +30,8 @@ class HIHLandmarker:
     # backend: onnxruntime on CPU by default: in the running pipeline it measured 11-12 ms per face
     # against 24-25 ms for torch (torch's OpenMP threads suffer most from the other stages' load)
     def __init__(self, weights: str | Path | None = None, device: str = "auto", precision: str = "fp32",
-                 threads: int = 0, streams: int = 2, backend: str = "onnxruntime", decode: str | None = None):
+                 threads: int = 0, streams: int = 2, backend: str = "onnxruntime", decode: str | None = None,
+                 views: int = 1):
         import os
 
         from models.engine import LandmarkEngine
@@ -38,7 +39,7 @@ class HIHLandmarker:
         # 52 FPS with 1 torch thread vs 37 FPS with 2 on the demo clip; the threads contend)
         threads = threads or max(1, (os.cpu_count() or 2) - 1)
         self.engine = LandmarkEngine(weights or DEFAULT_WEIGHTS, device, precision, streams=streams, threads=threads,
-                                     backend=backend, decode=decode)
+                                     backend=backend, decode=decode, views=views)
         self.num_points = self.engine.num_points
         self.weights_path = self.engine.weights_path
 
