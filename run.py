@@ -2,7 +2,7 @@
 """hihtrack: real-time face landmarks with Heatmap-In-Heatmap.
 
     python run.py [track] [--source 0|FILE|FOLDER|URL|demo] [--ui opencv|gradio|none] ...
-    python run.py extract VIDEOS... --out DIR [--workers N | --ray auto]
+    python run.py extract VIDEOS... --out DIR [--workers N | --batch-videos N | --ray auto]
     python run.py train --config configs/hih_small.yaml --data ../shared/data/300w
     python run.py eval  --weights models/weights/hih_small_300w.pt --data ../shared/data/300w
     python run.py bench quantization|speed
@@ -148,7 +148,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     """One recording per input; finished ones skipped; a summary; exit 1 if any input failed."""
     from tqdm import tqdm
 
-    from hihtrack.extract import expand_inputs, frame_estimate, plan, run_local, run_ray
+    from hihtrack.extract import expand_inputs, frame_estimate, plan, run_batched, run_local, run_ray
     from stream.settings import load_settings
 
     flags = {k: getattr(args, k) for k in ("landmarker", "smoothing", "weights", "device", "backend", "detector",
@@ -182,8 +182,12 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     try:
+        batch_videos = args.batch_videos if args.batch_videos >= 0 else _auto_batch_videos(settings)
         if args.ray:
             results = run_ray(todo, settings, args.format, args.ray, on_result)
+        elif batch_videos:
+            print(f"{batch_videos} inputs at a time, their faces batched through one network", file=sys.stderr)
+            results = run_batched(todo, settings, args.format, batch_videos, bar.update, on_result)
         else:
             results = run_local(todo, settings, args.format, args.workers or max(1, os.cpu_count() or 1),
                                 bar.update, on_result)
@@ -207,6 +211,13 @@ def cmd_extract(args: argparse.Namespace) -> int:
     print(f"{len(results) - len(failed)} extracted, {len(jobs) - len(todo)} skipped, {len(failed)} failed; "
           f"{frames} frames in {wall_s:.1f} s = {frames / max(wall_s, 1e-9):.1f} frames/s overall")
     return 1 if failed else 0
+
+
+def _auto_batch_videos(settings) -> int:
+    """Cross-video batching where it pays: the hih network on a GPU (32 inputs at once); 0 on a CPU,
+    where one worker process per core is faster."""
+    from models.engine import resolve_device
+    return 32 if settings.landmarker == "hih" and resolve_device(settings.device).type == "cuda" else 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -419,6 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     xt.add_argument("--out", required=True, help="folder for the recordings (named after the inputs)")
     xt.add_argument("--format", default="csv", choices=("csv", "jsonl", "npz"))
     xt.add_argument("--workers", type=_bounded(0, 64), default=0, help="worker processes (0: one per core)")
+    xt.add_argument("--batch-videos", dest="batch_videos", type=_bounded(-1, 1024), default=-1,
+                    help="track N inputs at once in one process, their faces batched through one network "
+                         "(-1: 32 on a GPU, off on a CPU; 0: off)")
     xt.add_argument("--ray", help="run on a Ray cluster: auto (the running one), ADDRESS, or local (start one here)")
     for flag in ("landmarker", "smoothing", "weights", "device", "backend", "detector", "config"):
         xt.add_argument(f"--{flag}", help=f"as for track (configs/pipeline.yaml: {flag})")

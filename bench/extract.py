@@ -1,5 +1,6 @@
-"""Batch extraction throughput: one process vs worker processes vs a local Ray cluster, with the HIH
-landmarker and with MediaPipe Face Mesh, on the same clips in the same run.
+"""Batch extraction throughput: one process vs worker processes vs a local Ray cluster vs all inputs
+batched through one network (the GPU path), with the HIH landmarker and with MediaPipe Face Mesh, on
+the same clips in the same run.
 
     python run.py bench extract [--clips 6] [--frames 150]
 
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 CONFIGS = [("hih", "1 process", {"workers": 1}), ("hih", "2 workers", {"workers": 2}), ("hih", "Ray local (2 CPUs)", {"ray": "local"}),
+           ("hih", "1 process, all videos batched", {"batch": True}),
            ("mediapipe", "1 process", {"workers": 1}), ("mediapipe", "2 workers", {"workers": 2}),
            ("mediapipe", "Ray local (2 CPUs)", {"ray": "local"})]
 
@@ -36,7 +38,7 @@ def _clips(folder: Path, n: int, frames: int) -> list[Path]:
 
 
 def run_extract_bench(out: Path, clips: int = 6, frames: int = 150, log=print) -> str:
-    from hihtrack.extract import plan, run_local, run_ray
+    from hihtrack.extract import plan, run_batched, run_local, run_ray
     from stream.settings import load_settings
 
     work = Path(tempfile.mkdtemp(prefix="hihtrack-bench-extract-"))
@@ -50,6 +52,8 @@ def run_extract_bench(out: Path, clips: int = 6, frames: int = 150, log=print) -
             t0 = time.perf_counter()
             if "ray" in kw:
                 results = run_ray(jobs, settings, "csv", kw["ray"], lambda r: r)
+            elif "batch" in kw:
+                results = run_batched(jobs, settings, "csv", len(jobs), lambda n: None, lambda r: r)
             else:
                 results = run_local(jobs, settings, "csv", kw["workers"], lambda n: None, lambda r: r)
             wall_s = time.perf_counter() - t0

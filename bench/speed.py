@@ -67,13 +67,15 @@ def run_speed(device: str = "cpu", out_dir: Path = Path("bench/results"), quick:
             rows.append({"device": device, "precision": prec, "batch": b, "model_ms": ms_model, "stage_ms": ms_stage,
                          "model_faces_s": 1000 * b / ms_model, "stage_faces_s": 1000 * b / ms_stage,
                          "stage_ms_per_face": ms_stage / b})
-    overlap = None
+    overlap, large = None, []
     if device.startswith("cuda"):
         overlap = _streams_overlap(LandmarkEngine(weights, device, "fp16", streams=2), reps)
+        large = _large_batches(LandmarkEngine(weights, device, "bf16"), reps, sync)
     mp_ms = _mediapipe_ms_per_face(reps) if device == "cpu" else None
     result = {"device": device, "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
               "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
-              "weights": str(Path(weights).name), "rows": rows, "streams_overlap": overlap, "mediapipe_ms_per_face": mp_ms}
+              "weights": str(Path(weights).name), "rows": rows, "streams_overlap": overlap, "large_batches": large,
+              "mediapipe_ms_per_face": mp_ms}
     return _write(result, out_dir)
 
 
@@ -101,6 +103,24 @@ def _streams_overlap(eng: LandmarkEngine, reps: int) -> dict:
     on = _time(overlapped, max(3, reps // 5))
     return {"batches": n_batches, "faces_per_batch": 16, "serial_ms": off, "overlapped_ms": on,
             "serial_faces_s": 1000 * n_batches * 16 / off, "overlapped_faces_s": 1000 * n_batches * 16 / on}
+
+
+LARGE_BATCHES = (64, 256, 1024)
+
+
+def _large_batches(eng: LandmarkEngine, reps: int, sync) -> list[dict]:
+    """The batched-extraction regime (faces of many videos per launch): whole landmark stage for one
+    720p frame's worth of faces, crops made by OpenCV on the host vs by grid_sample on the device."""
+    rows = []
+    for b in LARGE_BATCHES:
+        img, centers, sides = _frame_and_boxes(b)
+        m = eng.crop_matrices(centers, sides)
+        eng.max_batch = b
+        for on_device in (False, True):
+            ms = _time(lambda img=img, m=m, on_device=on_device: eng.landmarks_many([(img, m)], device_crops=on_device),
+                       max(3, reps // 3), sync)
+            rows.append({"batch": b, "crops": "device" if on_device else "host", "stage_ms": ms, "stage_faces_s": 1000 * b / ms})
+    return rows
 
 
 def _mediapipe_ms_per_face(reps: int) -> float | None:
@@ -133,6 +153,11 @@ def _write(result: dict, out_dir: Path) -> str:
         lines += ["", f"CUDA streams, {o['batches']} batches of {o['faces_per_batch']} faces (fp16, crops on CPU): "
                   f"serial {o['serial_ms']:.1f} ms ({o['serial_faces_s']:.0f} faces/s), overlapped "
                   f"{o['overlapped_ms']:.1f} ms ({o['overlapped_faces_s']:.0f} faces/s)"]
+    if result.get("large_batches"):
+        lines += ["", "Large batches (bf16), whole stage, crops on the host (OpenCV) vs on the device (grid_sample):", "",
+                  "| batch | crops | stage ms | stage faces/s |", "|---|---|---|---|"]
+        lines += [f"| {r['batch']} | {r['crops']} | {r['stage_ms']:.2f} | {r['stage_faces_s']:.0f} |"
+                  for r in result["large_batches"]]
     if result["mediapipe_ms_per_face"]:
         lines += ["", f"MediaPipe Face Mesh (same machine, one face crop): {result['mediapipe_ms_per_face']:.2f} ms/face"]
     md = "\n".join(lines) + "\n"

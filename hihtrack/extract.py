@@ -98,13 +98,15 @@ def plan(inputs: list[str], out_dir: Path, fmt: str) -> list[Job]:
 class Extractor:
     """One worker: a FaceTracker loaded once, then any number of inputs."""
 
-    def __init__(self, settings: TrackSettings, fmt: str):
+    def __init__(self, settings: TrackSettings, fmt: str, landmarker=None):
         from hihtrack import FaceTracker
         self.settings = replace(settings, record=None, record_video=None, send=[], realtime=False, max_frames=0)
         self.fmt = fmt
-        self.tracker = FaceTracker(self.settings)
+        self.tracker = FaceTracker(self.settings, landmarker=landmarker)
 
-    def __call__(self, job: Job, progress: Callable[[int], None] | None = None) -> Result:
+    def __call__(self, job: Job, progress: Callable[[int], None] | None = None,
+                 stop: threading.Event | None = None) -> Result:
+        """`stop` (set from another thread) ends the input early as an interruption: nothing is published."""
         from stream.outputs import open_recorder
         final = Path(job.output)
         if final.exists():
@@ -119,8 +121,12 @@ class Extractor:
             partial.parent.mkdir(parents=True, exist_ok=True)
             recorder = open_recorder(replace(self.settings, overwrite=True), self.tracker.landmarker, source, partial)
             recorder.meta.source = job.input
-            summary = self.tracker.run(source, [recorder], on_frame=(lambda _f: progress(1)) if progress else None)
-            if summary.interrupted:
+            def on_frame(_frame) -> bool:
+                if progress:
+                    progress(1)
+                return stop is None or not stop.is_set()
+            summary = self.tracker.run(source, [recorder], on_frame=on_frame)
+            if summary.interrupted or (stop is not None and stop.is_set()):
                 raise KeyboardInterrupt
             if summary.error:
                 raise ExtractError(summary.error)
@@ -203,6 +209,53 @@ def run_local(jobs: list[Job], settings: TrackSettings, fmt: str, workers: int, 
         finally:
             stop.set()
             pumper.join()
+    return results
+
+
+def run_batched(jobs: list[Job], settings: TrackSettings, fmt: str, videos: int, on_frames, on_result) -> list[Result]:
+    """One process and one network for `videos` inputs at once: each input has its own thread, tracker,
+    filters and file, and their faces are served together as network batches (BatchingLandmarker),
+    with the crops made on the GPU when there is one. The GPU path; on a CPU, worker processes win."""
+    from hihtrack.tracker import build_landmarker
+    from models.landmarkers import BatchingLandmarker
+    if settings.landmarker != "hih":
+        raise ExtractError("--batch-videos batches the hih network; use --workers with another landmarker")
+    batcher = BatchingLandmarker(build_landmarker(settings, shared=False), max_faces=max(16, 8 * videos))
+    pending: queue.Queue[Job] = queue.Queue()
+    for job in jobs:
+        pending.put(job)
+    results: list[Result] = []
+    lock, stop = threading.Lock(), threading.Event()
+
+    def worker() -> None:
+        ex = Extractor(settings, fmt, landmarker=batcher)
+        try:
+            while not stop.is_set():
+                try:
+                    job = pending.get_nowait()
+                except queue.Empty:
+                    return
+                result = ex(job, on_frames, stop)
+                with lock:
+                    results.append(on_result(result))
+        except KeyboardInterrupt:     # stop was set: the main thread is ending the run
+            return
+        finally:
+            ex.close()
+
+    threads = [threading.Thread(target=worker, name=f"extract-{i}") for i in range(max(1, min(videos, len(jobs))))]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            t.join()
+    except KeyboardInterrupt:
+        stop.set()
+        for t in threads:
+            t.join()
+        raise
+    finally:
+        batcher.close()
     return results
 
 

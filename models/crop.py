@@ -45,17 +45,31 @@ def warp(image: np.ndarray, m: np.ndarray, out_px: int) -> np.ndarray:
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
-def warp_batch(images: torch.Tensor, m: torch.Tensor, out_px: int) -> torch.Tensor:
-    """Torch twin of `warp` for a batch on any device: images (B,C,H,W) float, m (B,2,3) -> (B,C,S,S).
+def _sampling_grid(m: torch.Tensor, h: int, w: int, out_px: int) -> torch.Tensor:
+    """(B,2,3) image->crop px matrices -> (B,S,S,2) grid_sample grid into an (H,W) image.
 
     affine_grid works in normalised coords (-1..1 spanning pixel edges), so the pixel-space
-    inverse matrix is conjugated into that frame; the result matches cv2.warpAffine.
+    inverse matrix is conjugated into that frame; sampling then matches cv2.warpAffine.
     """
-    b, _, h, w = images.shape
+    b = len(m)
     inv = torch.linalg.inv(torch.cat([m, m.new_tensor([0, 0, 1]).expand(b, 1, 3)], 1))  # crop -> image
     # normalised -> pixel for the output, pixel -> normalised for the input
     to_px = m.new_tensor([[out_px / 2, 0, (out_px - 1) / 2], [0, out_px / 2, (out_px - 1) / 2], [0, 0, 1]])
     to_norm = m.new_tensor([[2 / w, 0, 1 / w - 1], [0, 2 / h, 1 / h - 1], [0, 0, 1]])
     theta = (to_norm @ inv @ to_px)[:, :2]
-    grid = F.affine_grid(theta.to(images.dtype), [b, images.shape[1], out_px, out_px], align_corners=False)
+    return F.affine_grid(theta, [b, 1, out_px, out_px], align_corners=False)
+
+
+def warp_batch(images: torch.Tensor, m: torch.Tensor, out_px: int) -> torch.Tensor:
+    """Torch twin of `warp` for a batch on any device: images (B,C,H,W) float, m (B,2,3) -> (B,C,S,S)."""
+    grid = _sampling_grid(m, *images.shape[-2:], out_px).to(images.dtype)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def warp_many(image: torch.Tensor, m: torch.Tensor, out_px: int) -> torch.Tensor:
+    """Many crops of one image: image (C,H,W) float, m (N,2,3) -> (N,C,S,S). The N grids are stacked
+    into one tall grid, so the frame is sampled in one call without being copied N times."""
+    n, s = len(m), out_px
+    grid = _sampling_grid(m, *image.shape[-2:], s).to(image.dtype).reshape(1, n * s, s, 2)
+    out = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out[0].unflatten(1, (n, s)).transpose(0, 1)

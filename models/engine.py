@@ -118,6 +118,14 @@ class LandmarkEngine:
         """One cv2.warpAffine per face -> (N,S,S,3) uint8 BGR."""
         return np.stack([crop.warp(image_bgr, m, self.input_px) for m in matrices])
 
+    def crops_on_device(self, image_bgr: np.ndarray, matrices: np.ndarray) -> torch.Tensor:
+        """The same crops made where the network runs: the frame is uploaded once and all its faces
+        are sampled in one grid_sample -> (N,S,S,3) uint8 BGR on self.device."""
+        frame = torch.from_numpy(np.ascontiguousarray(image_bgr)).to(self.device, non_blocking=True)
+        m = torch.as_tensor(matrices, dtype=torch.float32, device=self.device)
+        out = crop.warp_many(frame.permute(2, 0, 1).float(), m, self.input_px)
+        return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
     # ---- network ----------------------------------------------------------------------------
     def _preprocess(self, crops_u8: torch.Tensor) -> torch.Tensor:
         x = crops_u8.permute(0, 3, 1, 2).flip(1).float()          # NHWC BGR -> NCHW RGB
@@ -136,12 +144,15 @@ class LandmarkEngine:
         return torch.cat([pts, conf[..., None]], -1).float()
 
     @torch.inference_mode()
-    def infer(self, crops_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N,S,S,3) uint8 BGR crops -> landmarks in crop px (N,K,2), confidence (N,K)."""
+    def infer(self, crops_u8: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(N,S,S,3) uint8 BGR crops (host array, or a tensor already on the device) -> landmarks in
+        crop px (N,K,2), confidence (N,K); run in chunks of max_batch."""
         outs = []
         for start in range(0, len(crops_u8), self.max_batch):
             chunk = crops_u8[start:start + self.max_batch]
-            if self._slots:
+            if isinstance(chunk, torch.Tensor):
+                outs.append(self._forward_decode(chunk).cpu().numpy())
+            elif self._slots:
                 outs.append(self.collect(self.submit(chunk)))
             else:
                 outs.append(self._forward_decode(torch.from_numpy(np.ascontiguousarray(chunk))).numpy())
@@ -155,16 +166,34 @@ class LandmarkEngine:
         landmarks are averaged in image px: their heatmap cells are staggered, so the cell
         quantisation of one view falls mid-cell in another (crop-position spread, bench jitter).
         """
-        n, v = len(matrices), len(self.view_offsets_px)
-        if n == 0:
-            return np.zeros((0, self.num_points, 2), np.float32), np.zeros((0, self.num_points), np.float32)
-        views = np.repeat(np.asarray(matrices, np.float64), v, axis=0)
-        views[:, :, 2] += np.tile(self.view_offsets_px, (n, 1))
-        pts, conf = self.infer(self.crops(image_bgr, views))
-        inv = np.stack([crop.invert(m) for m in views])
-        image_pts = crop.transform_points(inv, pts.astype(np.float64))
-        return (image_pts.reshape(n, v, -1, 2).mean(1).astype(np.float32),
-                conf.reshape(n, v, -1).mean(1))
+        return self.landmarks_many([(image_bgr, matrices)])[0]
+
+    def landmarks_many(self, items: list[tuple[np.ndarray, np.ndarray]],
+                       device_crops: bool | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The landmark stage for the faces of several frames (e.g. of different videos) as one network
+        batch: [(image, (N,2,3) matrices)] -> [((N,K,2) image px, (N,K) confidence)]. Crops are made
+        on the device when it is a GPU (device_crops=None), with OpenCV on the host otherwise."""
+        device_crops = self.device.type == "cuda" if device_crops is None else device_crops
+        v = len(self.view_offsets_px)
+        views = []
+        for _, m in items:
+            vm = np.repeat(np.asarray(m, np.float64).reshape(-1, 2, 3), v, axis=0)
+            vm[:, :, 2] += np.tile(self.view_offsets_px, (len(vm) // v, 1))
+            views.append(vm)
+        parts = [(self.crops_on_device if device_crops else self.crops)(img, vm) for (img, _), vm in zip(items, views) if len(vm)]
+        if not parts:
+            pts, conf = np.zeros((0, self.num_points, 2), np.float32), np.zeros((0, self.num_points), np.float32)
+        else:
+            pts, conf = self.infer(torch.cat(parts) if device_crops else np.concatenate(parts))
+        out, start = [], 0
+        for vm in views:
+            n, stop = len(vm) // v, start + len(vm)
+            inv = np.stack([crop.invert(m) for m in vm]) if len(vm) else np.zeros((0, 2, 3))
+            image_pts = crop.transform_points(inv, pts[start:stop].astype(np.float64))
+            out.append((image_pts.reshape(n, v, self.num_points, 2).mean(1).astype(np.float32),
+                        conf[start:stop].reshape(n, v, self.num_points).mean(1)))
+            start = stop
+        return out
 
     # ---- CUDA streams -----------------------------------------------------------------------
     def _make_slot(self) -> _Slot:

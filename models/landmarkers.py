@@ -6,7 +6,10 @@ Adding one is one class with `scheme`, `num_points` and `__call__`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -46,12 +49,88 @@ class HIHLandmarker:
     def __call__(self, image_bgr: np.ndarray, boxes: list[FaceBox]) -> list[LandmarkResult | None]:
         if not boxes:
             return []
-        m = self.engine.crop_matrices(np.stack([b.center_px for b in boxes]), np.array([b.side_px for b in boxes]))
-        pts, conf = self.engine.landmarks(image_bgr, m)
+        pts, conf = self.engine.landmarks(image_bgr, self.matrices(boxes))
         return [LandmarkResult(p, c, b) for p, c, b in zip(pts, conf, boxes)]
+
+    def matrices(self, boxes: list[FaceBox]) -> np.ndarray:
+        return self.engine.crop_matrices(np.stack([b.center_px for b in boxes]), np.array([b.side_px for b in boxes]))
 
     def close(self) -> None:
         pass
+
+
+@dataclass
+class _Request:
+    image_bgr: np.ndarray
+    matrices: np.ndarray
+    done: threading.Event = field(default_factory=threading.Event)
+    result: tuple | None = None
+    error: BaseException | None = None
+
+
+class BatchingLandmarker:
+    """One HIH engine shared by many threads (one per video in `extract --batch-videos`): the calls
+    that arrive together are served as one network batch (dynamic batching), so a GPU gets hundreds
+    of faces per launch, with their crops made on the device, instead of one frame's faces."""
+
+    def __init__(self, landmarker: HIHLandmarker, max_faces: int = 512, wait_ms: float = 2.0):
+        self.landmarker, self.engine = landmarker, landmarker.engine
+        self.scheme, self.num_points, self.weights_path = landmarker.scheme, landmarker.num_points, landmarker.weights_path
+        self.max_faces, self.wait_s = max_faces, wait_ms / 1000
+        self.batch_sizes: list[int] = []            # faces per network batch served (for the bench)
+        self._requests: queue.Queue[_Request | None] = queue.Queue()
+        self._server = threading.Thread(target=self._serve, name="landmark-batcher", daemon=True)
+        self._server.start()
+
+    def __call__(self, image_bgr: np.ndarray, boxes: list[FaceBox]) -> list[LandmarkResult | None]:
+        if not boxes:
+            return []
+        req = _Request(image_bgr, self.landmarker.matrices(boxes))
+        self._requests.put(req)
+        req.done.wait()
+        if req.error is not None:
+            raise req.error
+        pts, conf = req.result
+        return [LandmarkResult(p, c, b) for p, c, b in zip(pts, conf, boxes)]
+
+    def _gather(self, first: _Request) -> tuple[list[_Request], bool]:
+        """The first request and whatever else arrives within wait_ms (up to max_faces); and whether
+        close() was called meanwhile."""
+        batch, faces = [first], len(first.matrices)
+        deadline = time.perf_counter() + self.wait_s
+        while faces < self.max_faces:
+            try:
+                req = self._requests.get(timeout=max(0.0, deadline - time.perf_counter()))
+            except queue.Empty:
+                break
+            if req is None:
+                return batch, True
+            batch.append(req)
+            faces += len(req.matrices)
+        return batch, False
+
+    def _serve(self) -> None:
+        closing = False
+        while not closing:
+            first = self._requests.get()
+            if first is None:
+                return
+            batch, closing = self._gather(first)
+            try:
+                results = self.engine.landmarks_many([(r.image_bgr, r.matrices) for r in batch])
+                self.batch_sizes.append(sum(len(r.matrices) for r in batch))
+            except Exception as e:   # handed to every caller of this batch, raised in their own thread
+                for r in batch:
+                    r.error = e
+            else:
+                for r, res in zip(batch, results):
+                    r.result = res
+            for r in batch:
+                r.done.set()
+
+    def close(self) -> None:
+        self._requests.put(None)
+        self._server.join()
 
 
 class MediaPipeLandmarker:

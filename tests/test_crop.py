@@ -41,3 +41,17 @@ def test_torch_warp_matches_cv2():
     got = t[0].permute(1, 2, 0).numpy()
     inner = (slice(4, -4), slice(4, -4))
     assert np.abs(got[inner] - ref[inner]).mean() < 1.0
+
+
+def test_warp_many_matches_one_crop_at_a_time():
+    """The GPU crop path (one frame, many faces, one grid_sample over stacked grids) gives each face
+    the crop warp_batch/cv2 give it alone."""
+    rng = np.random.default_rng(2)
+    img = torch.from_numpy(rng.integers(0, 255, (3, 200, 300)).astype(np.float32))
+    ms = torch.from_numpy(np.stack([crop.similarity(np.array([60.0 + 70 * i, 90.0 + 5 * i]), 80 + 10 * i, 32, 0.2 * i)
+                                    for i in range(4)])).float()
+    many = crop.warp_many(img, ms, 32)
+    assert many.shape == (4, 3, 32, 32)
+    for i in range(4):
+        one = crop.warp_batch(img[None], ms[i:i + 1], 32)[0]
+        assert torch.allclose(many[i], one, atol=1e-3)

@@ -94,3 +94,50 @@ def test_extract_through_a_local_ray_cluster(videos, tmp_path):
     finally:
         subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120, env=env)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_batched_videos_give_the_recordings_one_at_a_time_gives(videos, tmp_path):
+    """--batch-videos (the GPU path: several inputs tracked at once, their faces in shared network
+    batches) writes, per input, the landmarks the one-input-at-a-time run writes; the corrupt input
+    is still reported on its own."""
+    import numpy as np
+    alone, batched = tmp_path / "alone", tmp_path / "batched"
+    assert extract(videos, "--out", alone, "--workers", "1", "--batch-videos", "0").returncode == 1
+    r = extract(videos, "--out", batched, "--batch-videos", "3")
+    assert r.returncode == 1 and "3 extracted" in r.stdout and "1 failed" in r.stdout, r.stdout + r.stderr
+    assert "batched through one network" in r.stderr and "Traceback" not in r.stderr
+    for i in range(3):
+        a, b = load_recording(alone / f"clip{i}.csv"), load_recording(batched / f"clip{i}.csv")
+        assert np.array_equal(a["frame"], b["frame"])
+        assert np.nanmax(np.abs(a["landmarks"] - b["landmarks"])) < 0.05     # px: the same network, batched
+
+
+def test_batching_landmarker_serves_many_threads_in_shared_batches():
+    """Threads calling one BatchingLandmarker at once get their own faces' landmarks (as a direct call
+    gives them), served in batches of several callers; an engine error reaches every caller."""
+    import threading
+
+    import numpy as np
+    import skimage.data
+
+    from models.detector import FaceBox
+    from models.landmarkers import BatchingLandmarker, build_landmarker
+    img = np.ascontiguousarray(skimage.data.astronaut()[:, :, ::-1])
+    base = build_landmarker("hih", backend="torch")
+    boxes = [FaceBox(np.array([230.0 + d, 120.0]), 150.0) for d in range(8)]
+    want = [base(img, [b])[0].landmarks_px for b in boxes]
+    batcher = BatchingLandmarker(base, wait_ms=50)
+    got = [None] * len(boxes)
+
+    def call(i):
+        got[i] = batcher(img, [boxes[i]])[0].landmarks_px
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(boxes))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(np.abs(g - w).max() < 0.05 for g, w in zip(got, want))
+    assert max(batcher.batch_sizes) > 1 and sum(batcher.batch_sizes) == len(boxes)
+    with pytest.raises(RuntimeError):
+        batcher(np.zeros((4, 4), np.uint8), boxes[:1])        # a grey 2-D image fails inside the engine
+    batcher.close()

@@ -161,3 +161,20 @@ def test_crop_views_average_away_crop_position_spread():
     assert np.abs(pts_two.mean(0) - pts_one.mean(0)).mean() < 0.5     # px: the same landmarks on average
     with pytest.raises(ValueError, match="views must be one of"):
         build_landmarker("hih", views=3)
+
+
+def test_device_crops_give_the_host_crops_landmarks():
+    """The GPU crop path (grid_sample on the device, here run on the CPU) and OpenCV's host crops give
+    the same landmarks for several frames' faces in one batch."""
+    from models.engine import LandmarkEngine
+    from stream.demo import DemoSource
+    src = DemoSource(frames=2, faces=2)
+    eng = LandmarkEngine(device="cpu")
+    items = []
+    for k in range(2):
+        centers, sides = zip(*src.true_boxes(k))
+        items.append((src.render(k), eng.crop_matrices(np.stack(centers), np.array(sides))))
+    host, device = eng.landmarks_many(items, device_crops=False), eng.landmarks_many(items, device_crops=True)
+    for (ph, ch), (pd, cd) in zip(host, device):
+        assert ph.shape == (2, 68, 2) and np.median(np.abs(ph - pd)) < 0.05 and np.abs(ch - cd).max() < 0.02
+    assert eng.landmarks_many([(items[0][0], np.zeros((0, 2, 3)))])[0][0].shape == (0, 68, 2)
