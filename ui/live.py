@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -44,7 +45,8 @@ class PushSource(Source):
         self._closed = threading.Event()
         self._t0 = time.monotonic()
 
-    def push(self, image_bgr: np.ndarray) -> None:
+    def push(self, image_bgr: np.ndarray | Callable[[], np.ndarray]) -> None:
+        """A frame, or a function that decodes it: called only for the frames the tracker takes."""
         try:
             self._q.get_nowait()           # drop the unprocessed older frame
         except queue.Empty:
@@ -54,9 +56,10 @@ class PushSource(Source):
     def frames(self):
         while not self._closed.is_set():
             try:
-                yield self._q.get(timeout=0.2)
+                image, ts = self._q.get(timeout=0.2)
             except queue.Empty:
                 continue
+            yield (image() if callable(image) else image), ts
 
     def close(self) -> None:
         self._closed.set()
@@ -160,7 +163,7 @@ class LiveSession:
                       f"faces {faces}{'' if faces else ' (no face found)'} · dropped {pipe.stats.dropped}"
                       f"  \nms: {stages} · smoothing {self.controls.smoothing}{' · REC' if self.recorder else ''}")
 
-    def push(self, image_bgr: np.ndarray) -> None:
+    def push(self, image_bgr: np.ndarray | Callable[[], np.ndarray]) -> None:
         self.last_used = time.monotonic()
         self.source.push(image_bgr)
 

@@ -43,7 +43,7 @@ class AnnotatedTrack(MediaStreamTrack):
     def __init__(self, camera: MediaStreamTrack, sessions: LiveSessions, sid: str):
         super().__init__()
         self.camera, self.sessions, self.sid = camera, sessions, sid
-        self._latest: tuple[av.VideoFrame, np.ndarray] | None = None
+        self._latest: av.VideoFrame | None = None
         self._fresh = asyncio.Event()
         self._reader = asyncio.ensure_future(self._read())
 
@@ -51,11 +51,10 @@ class AnnotatedTrack(MediaStreamTrack):
         try:
             while True:
                 frame = await self.camera.recv()
-                image = frame.to_ndarray(format="bgr24")
                 session = self.sessions.find(self.sid)
-                if session is not None:
-                    session.push(image)
-                self._latest = (frame, image)
+                if session is not None:     # converted to BGR by the tracker's thread, only if it takes it
+                    session.push(lambda frame=frame: frame.to_ndarray(format="bgr24"))
+                self._latest = frame
                 self._fresh.set()
         except MediaStreamError:
             self.stop()
@@ -65,9 +64,11 @@ class AnnotatedTrack(MediaStreamTrack):
         self._fresh.clear()
         if self.readyState != "live" or self._latest is None:
             raise MediaStreamError
-        frame, image = self._latest
+        frame = self._latest
         session = self.sessions.find(self.sid)
-        out = session.latest_bgr if session is not None and session.latest_bgr is not None else image
+        out = session.latest_bgr if session is not None and session.latest_bgr is not None else None
+        if out is None:             # nothing tracked yet: echo the camera
+            return frame
         reply = av.VideoFrame.from_ndarray(np.ascontiguousarray(out), format="bgr24")
         reply.pts, reply.time_base = frame.pts, frame.time_base
         return reply
