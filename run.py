@@ -404,7 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--backend", help="CPU inference: torch | onnxruntime")
     tr.add_argument("--threads", type=int)
     tr.add_argument("--crop-views", dest="crop_views", type=int,
-                    help="1 | 2 | 4 HIH crops per face, half a heatmap cell apart, averaged (steadier, slower)")
+                    help="1 | 2 | 4 HIH crops per face, half a heatmap cell apart, averaged (steadier, slower); "
+                         "0: 2 on a GPU, 1 on a CPU")
     tr.add_argument("--smoothing", help="shape | kalman | one_euro | none")
     tr.add_argument("--detector", help="blazeface | haar")
     tr.add_argument("--record", help="write landmarks to PATH (.csv, .jsonl or .npz)")

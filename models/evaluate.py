@@ -94,7 +94,7 @@ def _nearest_detection(boxes: list[FaceBox], gt: FaceBox) -> FaceBox | None:
 def evaluate(faces: list[Face], weights: str | Path, competitors: list[str], decodes=("hih", "dark", "argmax"),
              device: str = "cpu", dlib_python: str | None = None, protocol: str = "detector",
              refine_passes: int = 3, views=(1,), log=lambda message: None) -> EvalResult:
-    methods = {f"hihtrack ({d} decode)": HIHLandmarker(weights, device, backend="torch", decode=d)
+    methods = {f"hihtrack ({d} decode)": HIHLandmarker(weights, device, backend="torch", decode=d, views=1)
                for d in decodes if 1 in views or d != "hih"}
     methods |= {f"hihtrack (hih decode, {v} views)": HIHLandmarker(weights, device, backend="torch", views=v)
                 for v in views if v > 1}

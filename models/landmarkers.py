@@ -34,7 +34,7 @@ class HIHLandmarker:
     # against 24-25 ms for torch (torch's OpenMP threads suffer most from the other stages' load)
     def __init__(self, weights: str | Path | None = None, device: str = "auto", precision: str = "fp32",
                  threads: int = 0, streams: int = 2, backend: str = "onnxruntime", decode: str | None = None,
-                 views: int = 1):
+                 views: int = 0):
         import os
 
         from models.engine import LandmarkEngine

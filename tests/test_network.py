@@ -151,7 +151,7 @@ def test_crop_views_average_away_crop_position_spread():
     from models.detector import FaceBox, build_detector
     from models.landmarkers import build_landmarker, settle
     img = np.ascontiguousarray(skimage.data.astronaut()[:, :, ::-1])
-    one, two = build_landmarker("hih", backend="torch"), build_landmarker("hih", backend="torch", views=2)
+    one, two = build_landmarker("hih", backend="torch", views=1), build_landmarker("hih", backend="torch", views=2)
     box = settle(one, img, one(img, build_detector("blazeface")(img)[:1]))[0].box
     grid = [FaceBox(box.center_px + [dx, dy], box.side_px) for dx in np.linspace(-2, 2, 7) for dy in np.linspace(-2, 2, 7)]
     pts_one = np.stack([r.landmarks_px for r in one(img, grid)])
