@@ -12,7 +12,7 @@ def make_browser(tmp):
 
     from stream.demo import DemoSource, write_y4m
     clip = tmp / "face.y4m"
-    write_y4m(clip, DemoSource(frames=150))
+    write_y4m(clip, DemoSource(frames=150), stamp=True)   # 150 < 2**STAMP_BITS: every frame has its own counter
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

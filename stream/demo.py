@@ -133,10 +133,26 @@ class DemoSource(Source):
             yield self.render(i), i / self.fps
 
 
-def write_y4m(path, source: DemoSource) -> None:
-    """The clip as YUV4MPEG2 (I420), e.g. for Chromium's fake camera (--use-file-for-fake-video-capture)."""
+# A frame counter drawn into the bottom-right corner: STAMP_BITS black/white blocks of STAMP_PX, most
+# significant bit first, that survive video coding, so a page can tell which camera frame it shows.
+STAMP_BITS, STAMP_PX = 8, 16
+
+
+def stamp_counter(image: np.ndarray, counter: int) -> None:
+    h, w = image.shape[:2]
+    y0, x0 = h - 2 * STAMP_PX, w - (STAMP_BITS + 1) * STAMP_PX
+    for bit in range(STAMP_BITS):
+        on = (counter >> (STAMP_BITS - 1 - bit)) & 1
+        image[y0:y0 + STAMP_PX, x0 + bit * STAMP_PX:x0 + (bit + 1) * STAMP_PX] = 255 if on else 0
+
+
+def write_y4m(path, source: DemoSource, stamp: bool = False) -> None:
+    """The clip as YUV4MPEG2 (I420), e.g. for Chromium's fake camera (--use-file-for-fake-video-capture);
+    `stamp`: each frame carries its index (stamp_counter), for glass-to-glass latency."""
     w, h = FRAME_SIZE
     with open(path, "wb") as f:
         f.write(f"YUV4MPEG2 W{w} H{h} F{int(source.fps)}:1 Ip A1:1 C420jpeg\n".encode())
-        for image, _ in source.frames():
+        for i, (image, _) in enumerate(source.frames()):
+            if stamp:
+                stamp_counter(image, i)
             f.write(b"FRAME\n" + cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420).tobytes())

@@ -180,6 +180,7 @@ BROWSER_JS = """
     const sid = $('rtc-sid') && $('rtc-sid').dataset.sid;
     if (tellServer && sid) navigator.sendBeacon('/rtc/close/' + sid);
   }
+  window.hihRtcCamera = () => state.stream;   // the local camera stream (bench web: glass-to-glass latency)
   // frames the browser decoded, for the page and for tests
   window.hihRtcStats = async () => {
     if (!state.pc) return null;
