@@ -296,14 +296,14 @@ def cmd_fit_shape(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from models.data import load_faces
-    from models.engine import VIEW_OFFSETS_CELLS
+    from models.engine import VIEWS
     from models.evaluate import COMPETITORS, PROTOCOLS, evaluate, write_report
     from models.train import DECODES
 
     protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
     decodes = _choices("--decodes", args.decodes, DECODES)
     competitors = _choices("--competitors", args.competitors, COMPETITORS)
-    views = [int(v) for v in _choices("--views", args.views, [str(k) for k in VIEW_OFFSETS_CELLS])]
+    views = [int(v) for v in _choices("--views", args.views, [str(k) for k in VIEWS])]
     faces = load_faces(args.data, "test")
     if args.limit:
         faces = faces[: args.limit]
@@ -404,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--backend", help="CPU inference: torch | onnxruntime")
     tr.add_argument("--threads", type=int)
     tr.add_argument("--crop-views", dest="crop_views", type=int,
-                    help="1 | 2 | 4 HIH crops per face, half a heatmap cell apart, averaged (steadier, slower); "
+                    help="1 | 2 | 4 HIH crops per face (staggered half a cell, mirrored), averaged: steadier, more accurate, slower; "
                          "0: 2 on a GPU, 1 on a CPU")
     tr.add_argument("--smoothing", help="shape | kalman | one_euro | none")
     tr.add_argument("--detector", help="blazeface | haar")

@@ -19,6 +19,7 @@ from models import crop
 from models.codec import build_codec
 from models.network import build_network
 from models.schema import SettingsError
+from models.schemes import scheme_for
 from models.train import Recipe
 from models.weights import WeightsError, load_checkpoint, load_into
 
@@ -45,10 +46,12 @@ class _Slot:
     n: int = 0
 
 
-# Sub-cell crop offsets (in heatmap cells) of the views averaged per face; staggered by half a cell.
-VIEW_OFFSETS_CELLS = {1: [[0.0, 0.0]],
-                      2: [[-0.25, -0.25], [0.25, 0.25]],
-                      4: [[-0.25, -0.25], [0.25, 0.25], [-0.25, 0.25], [0.25, -0.25]]}
+# The crops averaged per face, as (dx, dy) offsets in heatmap cells and a mirror flag: staggered by half
+# a cell, so one view's cell quantisation falls mid-cell in the other, and mirrored, so the network's
+# left-right biases cancel (the mirrored view's points are relabelled left <-> right).
+VIEWS = {1: [(0.0, 0.0, False)],
+         2: [(-0.25, -0.25, False), (0.25, 0.25, True)],
+         4: [(-0.25, -0.25, False), (0.25, 0.25, False), (-0.25, 0.25, True), (0.25, -0.25, True)]}
 
 
 class LandmarkEngine:
@@ -83,9 +86,10 @@ class LandmarkEngine:
         self.max_batch = max_batch
         if views == 0:   # auto: a second view is free on a GPU (bench speed: batch 2 costs what batch 1 does), 1.7x on a CPU
             views = 2 if self.device.type == "cuda" else 1
-        if views not in VIEW_OFFSETS_CELLS:
-            raise ValueError(f"views must be one of {sorted(VIEW_OFFSETS_CELLS)}, not {views}")
-        self.view_offsets_px = np.array(VIEW_OFFSETS_CELLS[views]) * self.codec.stride   # in crop px
+        if views not in VIEWS:
+            raise ValueError(f"views must be one of {sorted(VIEWS)}, not {views}")
+        self.views = VIEWS[views]
+        self._flip_perm = np.asarray(scheme_for(self.num_points).flip)
         self._mean = torch.tensor([0.485, 0.456, 0.406], device=self.device).view(1, 3, 1, 1) * 255
         self._std = torch.tensor([0.229, 0.224, 0.225], device=self.device).view(1, 3, 1, 1) * 255
         self._slots: list[_Slot] = []
@@ -128,6 +132,17 @@ class LandmarkEngine:
         out = crop.warp_many(frame.permute(2, 0, 1).float(), m, self.input_px)
         return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
+    def _view_matrices(self, matrices: np.ndarray) -> np.ndarray:
+        """(N,2,3) -> (N*V,2,3): each face's crop matrix per view (offset in crop px, mirrored about the crop centre)."""
+        vm = np.repeat(matrices, len(self.views), axis=0)
+        for k, (dx, dy, flip) in enumerate(self.views):
+            sel = vm[k::len(self.views)]
+            if flip:
+                sel[:, 0] = -sel[:, 0]
+                sel[:, 0, 2] += self.input_px - 1
+            sel[:, :, 2] += np.array([dx, dy]) * self.codec.stride
+        return vm
+
     # ---- network ----------------------------------------------------------------------------
     def _preprocess(self, crops_u8: torch.Tensor) -> torch.Tensor:
         x = crops_u8.permute(0, 3, 1, 2).flip(1).float()          # NHWC BGR -> NCHW RGB
@@ -164,9 +179,9 @@ class LandmarkEngine:
     def landmarks(self, image_bgr: np.ndarray, matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Whole landmark stage: crop -> infer -> decode -> back to image px (N,K,2), (N,K).
 
-        With several views each face is cropped at sub-cell offsets (one batch) and the views'
-        landmarks are averaged in image px: their heatmap cells are staggered, so the cell
-        quantisation of one view falls mid-cell in another (crop-position spread, bench jitter).
+        With several views (VIEWS) each face is cropped at staggered sub-cell offsets and mirrored,
+        in one batch, and the views' landmarks are averaged in image px (crop-position spread and
+        NME both drop: README, Steadiness).
         """
         return self.landmarks_many([(image_bgr, matrices)])[0]
 
@@ -176,24 +191,21 @@ class LandmarkEngine:
         batch: [(image, (N,2,3) matrices)] -> [((N,K,2) image px, (N,K) confidence)]. Crops are made
         on the device when it is a GPU (device_crops=None), with OpenCV on the host otherwise."""
         device_crops = self.device.type == "cuda" if device_crops is None else device_crops
-        v = len(self.view_offsets_px)
-        views = []
-        for _, m in items:
-            vm = np.repeat(np.asarray(m, np.float64).reshape(-1, 2, 3), v, axis=0)
-            vm[:, :, 2] += np.tile(self.view_offsets_px, (len(vm) // v, 1))
-            views.append(vm)
+        views = [self._view_matrices(np.asarray(m, np.float64).reshape(-1, 2, 3)) for _, m in items]
         parts = [(self.crops_on_device if device_crops else self.crops)(img, vm) for (img, _), vm in zip(items, views) if len(vm)]
         if not parts:
             pts, conf = np.zeros((0, self.num_points, 2), np.float32), np.zeros((0, self.num_points), np.float32)
         else:
             pts, conf = self.infer(torch.cat(parts) if device_crops else np.concatenate(parts))
-        out, start = [], 0
+        v, out, start = len(self.views), [], 0
+        mirrored = np.array([flip for *_, flip in self.views])
         for vm in views:
             n, stop = len(vm) // v, start + len(vm)
-            inv = np.stack([crop.invert(m) for m in vm]) if len(vm) else np.zeros((0, 2, 3))
-            image_pts = crop.transform_points(inv, pts[start:stop].astype(np.float64))
-            out.append((image_pts.reshape(n, v, self.num_points, 2).mean(1).astype(np.float32),
-                        conf[start:stop].reshape(n, v, self.num_points).mean(1)))
+            p, c = pts[start:stop].reshape(n, v, self.num_points, 2), conf[start:stop].reshape(n, v, self.num_points)
+            p[:, mirrored], c[:, mirrored] = p[:, mirrored][:, :, self._flip_perm], c[:, mirrored][:, :, self._flip_perm]
+            inv = np.stack([crop.invert(m) for m in vm]).reshape(n, v, 2, 3) if n else np.zeros((0, v, 2, 3))
+            image_pts = crop.transform_points(inv, p.astype(np.float64))
+            out.append((image_pts.mean(1).astype(np.float32), c.mean(1)))
             start = stop
         return out
 

@@ -44,7 +44,7 @@ class TrackSettings:
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     threads: int = ranged(0, 0, MAX_THREADS)
     backend: Literal["onnxruntime", "torch"] = "onnxruntime"
-    crop_views: Literal[0, 1, 2, 4] = 0   # HIH crops per face at staggered sub-cell offsets, averaged; 0: 2 on a GPU, 1 on a CPU
+    crop_views: Literal[0, 1, 2, 4] = 0   # HIH crops per face (staggered, mirrored), averaged; 0: 2 on a GPU, 1 on a CPU
     record: str | None = None
     record_format: Literal["csv", "jsonl", "npz"] | None = None
     record_video: str | None = None

@@ -143,9 +143,9 @@ def test_shipped_network_moves_smoothly_as_the_crop_slides():
 
 
 def test_crop_views_average_away_crop_position_spread():
-    """Two crop views half a heatmap cell apart, averaged, keep the landmarks where one view puts
-    them (the average is no bias) and move them less as the crop box slides over a +-2 px grid
-    (the issue-12 crop spread; bench jitter: 0.69 -> 0.49 % of the eye distance on 4 faces)."""
+    """Two crop views (half a heatmap cell apart, one mirrored), averaged, keep the landmarks where
+    one view puts them (the average is no bias) and move them less as the crop box slides over a
+    +-2 px grid (the issue-12 crop spread: 0.70 -> 0.49 % of the eye distance on 4 faces)."""
     import skimage.data
 
     from models.detector import FaceBox, build_detector
