@@ -89,6 +89,7 @@ class LandmarkEngine:
         if views not in VIEWS:
             raise ValueError(f"views must be one of {sorted(VIEWS)}, not {views}")
         self.views = VIEWS[views]
+        self._mirrored = np.array([flip for *_, flip in self.views])
         self._flip_perm = np.asarray(scheme_for(self.num_points).flip)
         self._mean = torch.tensor([0.485, 0.456, 0.406], device=self.device).view(1, 3, 1, 1) * 255
         self._std = torch.tensor([0.229, 0.224, 0.225], device=self.device).view(1, 3, 1, 1) * 255
@@ -197,8 +198,7 @@ class LandmarkEngine:
             pts, conf = np.zeros((0, self.num_points, 2), np.float32), np.zeros((0, self.num_points), np.float32)
         else:
             pts, conf = self.infer(torch.cat(parts) if device_crops else np.concatenate(parts))
-        v, out, start = len(self.views), [], 0
-        mirrored = np.array([flip for *_, flip in self.views])
+        v, out, start, mirrored = len(self.views), [], 0, self._mirrored
         for vm in views:
             n, stop = len(vm) // v, start + len(vm)
             p, c = pts[start:stop].reshape(n, v, self.num_points, 2), conf[start:stop].reshape(n, v, self.num_points)

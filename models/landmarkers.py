@@ -9,6 +9,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,7 +78,7 @@ class BatchingLandmarker:
         self.landmarker, self.engine = landmarker, landmarker.engine
         self.scheme, self.num_points, self.weights_path = landmarker.scheme, landmarker.num_points, landmarker.weights_path
         self.max_faces, self.wait_s = max_faces, wait_ms / 1000
-        self.batch_sizes: list[int] = []            # faces per network batch served (for the bench)
+        self.batch_sizes: deque[int] = deque(maxlen=10_000)   # faces per recent network batch (bounded: long runs)
         self._requests: queue.Queue[_Request | None] = queue.Queue()
         self._server = threading.Thread(target=self._serve, name="landmark-batcher", daemon=True)
         self._server.start()

@@ -72,9 +72,6 @@ class PipelineConfig:
     smoothing_settings: object = None   # the smoother's config dataclass, a dict of its keys, or None for defaults
     queue_size: int = 2
     drop_frames: bool | None = None   # None: drop when the source is live or paced
-    # None: when frames are dropped (live), smoothing runs in the landmark stage's thread: one hand-over
-    # less per frame (latency), where a separate stage would only add throughput the camera cannot use
-    fuse_smoothing: bool | None = None
 
 
 STATS_WINDOW = 3000   # frames the percentiles cover (100 s at 30 fps): memory stays flat on a long stream
@@ -195,9 +192,10 @@ class Pipeline:
         self.stats = Stats()
         self.error: BaseException | None = None
         self.work = FrameProcessor(tracker, landmarker, self.cfg, self.stills)
-        fuse = self.drop if self.cfg.fuse_smoothing is None else self.cfg.fuse_smoothing
         stages = {"_capture": self._capture}
-        if fuse:
+        # when frames are dropped (live), smoothing runs in the landmark stage's thread: one hand-over
+        # less per frame (latency), where a separate stage would only add throughput the camera cannot use
+        if self.drop:
             stages["_landmarks"] = lambda: self._stage("landmarks", self.slot, self.q_out, self._landmarks_and_smooth)
         else:
             stages["_landmarks"] = lambda: self._stage("landmarks", self.slot, self.q_faces, self._landmarks)
