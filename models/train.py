@@ -15,7 +15,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -27,7 +27,7 @@ from models import data as D
 from models.codec import HIHCodec, build_codec
 from models.losses import LossConfig, consistency_loss, hih_loss
 from models.metrics import nme_per_face, summarize
-from models.network import NetworkConfig, build_network
+from models.network import NetworkConfig, build_network, slim
 from models.schema import from_mapping, ranged
 from models.schemes import scheme_for
 from models.weights import load_checkpoint, load_into, save_checkpoint
@@ -146,6 +146,18 @@ def evaluate_cache(model, cache: D.FaceCache, recipe: Recipe, device, decodes=DE
     return {d: summarize(nme_per_face(p, gt, ocular)) for d, p in preds.items()}
 
 
+def _init_state(init: Path, cfg: NetworkConfig) -> dict:
+    """The weights a run starts from: the checkpoint's own, or, when this recipe only narrows its
+    residual bottlenecks, the checkpoint slimmed to them (models.network.slim)."""
+    ck = load_checkpoint(init)
+    src = Recipe.from_dict(ck["recipe"]).model if "recipe" in ck else cfg
+    if src.bottleneck <= cfg.bottleneck or replace(src, bottleneck=cfg.bottleneck) != cfg:
+        return ck["state_dict"]
+    wide = build_network(src)
+    load_into(wide, ck["state_dict"], str(init))
+    return slim(wide, cfg).state_dict()
+
+
 def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = "auto", resume: Path | None = None,
           cache_dir: Path | None = None, log=print, init: Path | None = None) -> dict:
     rank, world = _ddp()
@@ -172,7 +184,7 @@ def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = 
     opt = torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
     state = {"epoch": 0, "step": 0, "best_nme": float("inf"), "elapsed_s": 0.0}
     if init is not None and resume is None:
-        load_into(model, load_checkpoint(init)["state_dict"], str(init))
+        load_into(model, _init_state(init, recipe.model), str(init))
     if resume is not None:
         ck = load_checkpoint(resume)
         model.load_state_dict(ck["state_dict"])

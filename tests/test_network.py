@@ -178,3 +178,49 @@ def test_device_crops_give_the_host_crops_landmarks():
     for (ph, ch), (pd, cd) in zip(host, device):
         assert ph.shape == (2, 68, 2) and np.median(np.abs(ph - pd)) < 0.05 and np.abs(ch - cd).max() < 0.02
     assert eng.landmarks_many([(items[0][0], np.zeros((0, 2, 3)))])[0][0].shape == (0, 68, 2)
+
+
+def _random_bn(net):
+    """Non-trivial BN statistics and scales, so channel choices and copies mean something."""
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data.uniform_(-1, 1)
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+def test_slim_at_the_same_width_is_the_same_network():
+    from models.network import NetworkConfig, slim
+    torch.manual_seed(0)
+    cfg = NetworkConfig(num_landmarks=68, input_px=64, stacks=1, channels=32, depth=2)
+    net = _random_bn(build_network(cfg))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        a, b = net(x), slim(net, cfg).eval()(x)
+    assert torch.allclose(a["heatmaps"], b["heatmaps"]) and torch.allclose(a["decimal"], b["decimal"])
+
+
+def test_slim_keeps_the_strongest_bottleneck_channels():
+    """Narrower 3x3 paths, everything else copied; a channel whose BN scale is zero carries nothing, so
+    dropping exactly those channels leaves the output unchanged."""
+    from dataclasses import replace
+
+    from models.network import NetworkConfig, Residual, slim
+    torch.manual_seed(0)
+    cfg = NetworkConfig(num_landmarks=68, input_px=64, stacks=1, channels=32, depth=2)
+    net = _random_bn(build_network(cfg))
+    for m in net.modules():
+        if isinstance(m, Residual):        # silence the upper half of each bottleneck (conv1 and conv2 outputs)
+            for bn in (m.conv1.bn, m.conv2.bn):
+                half = bn.num_features // 2
+                bn.weight.data[half:] = 0
+                bn.bias.data[half:] = 0
+    narrow = replace(cfg, bottleneck=0.25)
+    small = slim(net, narrow).eval()
+    assert small.hg0.res1_1.conv2.conv.weight.shape == (8, 8, 3, 3)      # 32 x 0.25, from 16
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        a, b = net(x), small(x)
+    assert torch.allclose(a["heatmaps"], b["heatmaps"], atol=1e-5)
+    assert count_params(small) < count_params(net)

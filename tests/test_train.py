@@ -149,3 +149,22 @@ def test_view_pairs_and_the_consistency_loss(tiny_cache):
     far = near.clone()
     far[:, 0] += 10 * stride                                 # a point a cell off is left out
     assert torch.isclose(consistency_loss(far, pb, stride), consistency_loss(near, pb, stride), rtol=0.05)
+
+
+def test_init_from_a_wider_checkpoint_is_slimmed(tmp_path):
+    """`train --init W --set model.bottleneck=0.25` starts from W's weights, slimmed to the narrower bottlenecks."""
+    from dataclasses import replace
+
+    from models.network import build_network
+    from models.train import _init_state
+    from models.weights import WeightsError, load_into, save_checkpoint
+    recipe = Recipe.from_dict(TINY)
+    wide = build_network(recipe.model)
+    save_checkpoint({"state_dict": wide.state_dict(), "recipe": recipe.to_dict()}, tmp_path / "w.pt")
+    narrow = replace(recipe.model, bottleneck=0.25)
+    state = _init_state(tmp_path / "w.pt", narrow)
+    build_network(narrow).load_state_dict(state)          # strict: every key and shape fits
+    assert torch.equal(state["pre_conv.0.conv.weight"], wide.state_dict()["pre_conv.0.conv.weight"])
+    deeper = replace(narrow, depth=3)                      # not a slimming: the checkpoint is refused as it is
+    with pytest.raises(WeightsError):
+        load_into(build_network(deeper), _init_state(tmp_path / "w.pt", deeper), "w.pt")
