@@ -398,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--port", type=int, help="gradio: port (default 7860)")
     tr.add_argument("--share", action="store_true", default=None, help="gradio: also make a public share link")
     tr.add_argument("--landmarker", help="hih | mediapipe")
-    tr.add_argument("--weights", help="HIH weights (default: the shipped models/weights/hih_small_300w.pt)")
+    tr.add_argument("--weights", help="HIH weights: small (the default, models/weights/hih_small_300w.pt), fast, or a file")
     tr.add_argument("--device", help="auto | cpu | cuda[:i]")
     tr.add_argument("--precision", help="fp32 | fp16 | bf16")
     tr.add_argument("--backend", help="CPU inference: torch | onnxruntime")

@@ -1,13 +1,14 @@
 """The web app's live tab in a real browser, both transports in one run: WebRTC (aiortc on the
-app's server, the default) and Gradio's streaming images.
+app's server, the default) and Gradio's streaming images; WebRTC with the page's default weights
+(fast on a CPU) and with the default tracker weights (small), and MediaPipe as the competitor.
 
     python run.py bench web [--seconds 20]
 
 Headless Chromium whose fake camera plays the demo clip at 30 fps, on the same 2 cores as the
-server. Per transport: frames per second the browser actually shows (WebRTC: frames decoded, from
+server. Per row: frames per second the browser actually shows (WebRTC: frames decoded, from
 getStats; images: distinct output images), the server's capture-to-output latency p50/p95 (the
-page's own readout, over the last frames), and CPU of the server process and of all Chromium
-processes (% of one core). Glass-to-glass latency is not measured here.
+page's own readout, over the last frames), glass-to-glass latency (a frame counter in the clip,
+read back in the page), and CPU of the server process and of all Chromium processes (% of one core).
 """
 from __future__ import annotations
 
@@ -131,32 +132,39 @@ def measure(browser, server, url: str, transport: str, seconds: float) -> dict:
             "page_stats": stats.replace("\n", " ")}
 
 
+# (row name, transport, server flags), each on its own fresh server and browser
+WEB_ROWS = [("webrtc (default: fast weights on a CPU)", "webrtc", ()),
+            ("webrtc, --weights small", "webrtc", ("--weights", "small")),
+            ("webrtc, --landmarker mediapipe", "webrtc", ("--landmarker", "mediapipe")),
+            ("image", "image", ())]
+
+
 def run_web_bench(out: Path, seconds: float = 20, log=print) -> str:
     from bench.browser import CHROMEDRIVER, CHROMIUM, make_browser, start_web_app
     if not (CHROMIUM and CHROMEDRIVER):
         raise RuntimeError("bench web needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
-    tmp = Path(tempfile.mkdtemp(prefix="hihtrack-bench-web-"))
-    server, port = start_web_app(tmp)
-    browser = None
-    try:
-        browser = make_browser(tmp)
-        rows = []
-        for transport in ("webrtc", "image"):
-            rows.append(measure(browser, server, f"http://127.0.0.1:{port}/", transport, seconds))
-            log(f"{transport}: {rows[-1]}")
-    finally:
-        if browser is not None:
-            browser.quit()
-        server.terminate()
-        server.wait(timeout=30)
+    rows = []
+    for name, transport, flags in WEB_ROWS:
+        tmp = Path(tempfile.mkdtemp(prefix="hihtrack-bench-web-"))
+        server, port = start_web_app(tmp, flags)
+        browser = None
+        try:
+            browser = make_browser(tmp)
+            rows.append({"row": name, **measure(browser, server, f"http://127.0.0.1:{port}/", transport, seconds)})
+            log(f"{name}: {rows[-1]}")
+        finally:
+            if browser is not None:
+                browser.quit()
+            server.terminate()
+            server.wait(timeout=30)
     out.mkdir(parents=True, exist_ok=True)
     (out / "web.json").write_text(json.dumps(rows, indent=1))
-    lines = [f"# Live web tab, both transports ({seconds:.0f} s each, headless Chromium with a fake 30 fps camera, "
+    lines = [f"# Live web tab ({seconds:.0f} s per row, headless Chromium with a fake 30 fps camera, "
              "browser and server on the same 2 cores, hih on onnxruntime)", "",
              "| transport | frames/s shown in the browser | tracked frames/s (server) | server latency p50 / p95 (ms) "
              "| glass-to-glass p50 / p95 (ms) | server CPU % | browser CPU % |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['transport']} | {r['browser_fps']:.1f} | {r['tracked_fps']:.1f} | "
+        lines.append(f"| {r['row']} | {r['browser_fps']:.1f} | {r['tracked_fps']:.1f} | "
                      f"{r['latency_p50_ms']:.0f} / {r['latency_p95_ms']:.0f} | "
                      f"{r['glass_to_glass_p50_ms']:.0f} / {r['glass_to_glass_p95_ms']:.0f} | "
                      f"{r['server_cpu_pct']:.0f} | {r['browser_cpu_pct']:.0f} |")
@@ -173,15 +181,18 @@ def run_web_bench(out: Path, seconds: float = 20, log=print) -> str:
     return table
 
 
+COLORS = ["tab:blue", "tab:green", "tab:orange", "tab:gray"]
+
+
 def _plot(rows: list[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
-    names = [r["transport"] for r in rows]
-    axes[0].bar(names, [r["browser_fps"] for r in rows], color=["tab:blue", "tab:gray"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    names = [r["row"].replace(", ", "\n") for r in rows]
+    axes[0].bar(names, [r["browser_fps"] for r in rows], color=COLORS[:len(rows)])
     axes[0].set_ylabel("frames/s in the browser")
-    axes[1].bar(names, [r["latency_p50_ms"] for r in rows], color=["tab:blue", "tab:gray"], label="p50")
+    axes[1].bar(names, [r["latency_p50_ms"] for r in rows], color=COLORS[:len(rows)], label="p50")
     axes[1].scatter(names, [r["latency_p95_ms"] for r in rows], color="k", zorder=3, label="p95")
     axes[1].set_ylabel("server latency (ms)")
     axes[1].legend()

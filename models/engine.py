@@ -23,7 +23,15 @@ from models.schemes import scheme_for
 from models.train import Recipe
 from models.weights import WeightsError, load_checkpoint, load_into
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "hih_small_300w.pt"
+_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+# the shipped weights by name (--weights small|fast|PATH); see models/weights/MODEL_CARD.md
+SHIPPED_WEIGHTS = {"small": _WEIGHTS_DIR / "hih_small_300w.pt", "fast": _WEIGHTS_DIR / "hih_fast_300w.pt"}
+DEFAULT_WEIGHTS = SHIPPED_WEIGHTS["small"]
+
+
+def weights_path(spec: str | Path | None) -> Path:
+    """A shipped name, a file path, or None (the default weights) -> the file."""
+    return DEFAULT_WEIGHTS if spec is None else SHIPPED_WEIGHTS.get(str(spec), Path(spec))
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -55,9 +63,10 @@ VIEWS = {1: [(0.0, 0.0, False)],
 
 
 class LandmarkEngine:
-    def __init__(self, weights: str | Path = DEFAULT_WEIGHTS, device: str = "auto", precision: str = "fp32",
+    def __init__(self, weights: str | Path | None = None, device: str = "auto", precision: str = "fp32",
                  streams: int = 2, threads: int = 0, decode: str | None = None, max_batch: int = 16,
                  channels_last: bool = True, backend: str = "torch", views: int = 1):
+        weights = weights_path(weights)
         ck = load_checkpoint(weights)
         if "recipe" not in ck:
             raise WeightsError(f"{weights} has no recipe: it is not a hihtrack checkpoint (for the official "

@@ -17,7 +17,6 @@ import cv2
 import numpy as np
 
 from models.detector import FaceBox
-from models.engine import DEFAULT_WEIGHTS
 
 
 @dataclass
@@ -42,7 +41,7 @@ class HIHLandmarker:
         # threads=0: leave one core to the capture/detect/smooth threads (measured on 2 cores:
         # 52 FPS with 1 torch thread vs 37 FPS with 2 on the demo clip; the threads contend)
         threads = threads or max(1, (os.cpu_count() or 2) - 1)
-        self.engine = LandmarkEngine(weights or DEFAULT_WEIGHTS, device, precision, streams=streams, threads=threads,
+        self.engine = LandmarkEngine(weights, device, precision, streams=streams, threads=threads,
                                      backend=backend, decode=decode, views=views)
         self.num_points = self.engine.num_points
         self.weights_path = self.engine.weights_path

@@ -128,3 +128,24 @@ def test_reconnect_gives_up_on_a_stream_that_opens_but_never_decodes(monkeypatch
         list(tracker.track("rtsp://camera/never"))
     assert len(opened) == 3          # the first open and 2 reconnects
     tracker.close()
+
+
+def test_shipped_weights_by_name():
+    """--weights small|fast name the shipped files; the fast ones find the same face as the default
+    ones on a real photo, a few pixels apart at most."""
+    from models.engine import SHIPPED_WEIGHTS, weights_path
+    assert weights_path(None) == SHIPPED_WEIGHTS["small"] and weights_path("fast") == SHIPPED_WEIGHTS["fast"]
+    assert weights_path("runs/x/best.pt").name == "best.pt"
+    photo = DemoSource(frames=1).render(0)
+    small = FaceTracker(weights="small", ui="none").process(photo).faces
+    fast = FaceTracker(weights="fast", ui="none").process(photo).faces
+    assert len(small) == len(fast) == 1
+    gap_px = np.linalg.norm(small[0].landmarks_px - fast[0].landmarks_px, axis=1)
+    assert np.median(gap_px) < 0.05 * small[0].box.side_px, np.median(gap_px)
+
+
+def test_web_page_tracks_with_the_fast_weights_on_a_cpu_unless_told():
+    from ui.gradio_app import page_settings
+    assert page_settings(load_settings(device="cpu")).weights == "fast"
+    assert page_settings(load_settings(device="cpu", weights="small")).weights == "small"
+    assert page_settings(load_settings(device="cpu", landmarker="mediapipe")).weights is None
