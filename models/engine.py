@@ -32,6 +32,8 @@ DEFAULT_WEIGHTS = SHIPPED_WEIGHTS["small"]
 def weights_path(spec: str | Path | None) -> Path:
     """A shipped name, a file path, or None (the default weights) -> the file."""
     return DEFAULT_WEIGHTS if spec is None else SHIPPED_WEIGHTS.get(str(spec), Path(spec))
+
+
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 

@@ -233,8 +233,8 @@ def slim(trained: HIHNet, cfg: NetworkConfig) -> HIHNet:
         if not isinstance(old, Residual):
             continue
         new = net.get_submodule(name)
-        keep1 = _strongest(old.conv1.bn, old.conv2.conv.weight, 1, new.conv1.conv.out_channels)
-        keep2 = _strongest(old.conv2.bn, old.conv3.conv.weight, 1, new.conv2.conv.out_channels)
+        keep1 = _strongest(old.conv1.bn, old.conv2.conv.weight, new.conv1.conv.out_channels)
+        keep2 = _strongest(old.conv2.bn, old.conv3.conv.weight, new.conv2.conv.out_channels)
         # conv1 loses output channels, conv2 inputs and outputs, conv3 inputs
         for conv, rows, cols in (("conv1", keep1, None), ("conv2", keep2, keep1), ("conv3", None, keep2)):
             layer = getattr(old, conv)
@@ -247,9 +247,10 @@ def slim(trained: HIHNet, cfg: NetworkConfig) -> HIHNet:
     return net
 
 
-def _strongest(bn: nn.BatchNorm2d, next_weight: torch.Tensor, dim: int, n: int) -> torch.Tensor:
-    """Indices (sorted) of the n channels with the largest |BN scale| x L2 norm of their outgoing weights."""
-    reads = next_weight.transpose(0, dim).flatten(1).norm(dim=1)
+def _strongest(bn: nn.BatchNorm2d, next_weight: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices (sorted) of the n channels with the largest |BN scale| x L2 norm of the next conv's
+    weights (out, in, kh, kw) that read them."""
+    reads = next_weight.transpose(0, 1).flatten(1).norm(dim=1)
     score = bn.weight.detach().abs() * reads.detach()
     return score.topk(n).indices.sort().values
 
