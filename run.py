@@ -27,7 +27,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")          # mediapipe's C++ loggin
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parent
-SUBCOMMANDS = ("track", "extract", "train", "eval", "bench", "export", "replay", "fit-shape")
+SUBCOMMANDS = ("track", "extract", "train", "eval", "bench", "export", "replay", "fit-shape", "synth-poses")
 
 
 class CliError(UserError):
@@ -294,6 +294,20 @@ def cmd_fit_shape(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synth_poses(args: argparse.Namespace) -> int:
+    from models.data import CacheSpec, load_faces
+    from models.profiling import contact_sheet, synthesize
+
+    out = Path(args.out)
+    faces = load_faces(args.data, "train")[:args.limit or None]
+    counts = synthesize(faces, out, CacheSpec(args.side_px, args.box_scale), seed=args.seed)
+    contact_sheet(out, out / "contact_sheet.png")
+    print(f"wrote {counts['views']} synthetic views of {counts['source_faces'] - counts['skipped_faces']} faces "
+          f"({counts['skipped_faces']} skipped: no mesh, a mesh that disagrees with the annotation, or turned past "
+          f"the fit's limit) to {out}; look at {out / 'contact_sheet.png'} before training")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from models.data import load_faces
     from models.engine import VIEWS
@@ -496,6 +510,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=_bounded(0, 256), default=0)
     t.add_argument("--set", action="append", help="override a recipe value, e.g. optim.lr=0.002")
     t.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("synth-poses", help="large-pose training faces made from the annotated ones (face profiling), "
+                        "cached outside the repo; resumable")
+    sp.add_argument("--data", default=str(ROOT.parent / "shared/data/300w"))
+    sp.add_argument("--out", default=str(Path.home() / ".cache/hihtrack/synth-poses"))
+    sp.add_argument("--limit", type=_bounded(0, 1_000_000), default=0, help="only the first N faces (0 = all)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--side-px", type=_bounded(64, 1024), default=256, help="stored crop side, as the training cache")
+    sp.add_argument("--box-scale", type=float, default=1.8, help="stored square / landmark-box side, as the training cache")
+    sp.set_defaults(func=cmd_synth_poses)
 
     fs = sub.add_parser("fit-shape", help="fit the shape model the 'shape' stabilizer uses (aligned PCA of training shapes)")
     fs.add_argument("--data", default=str(ROOT.parent / "shared/data/300w"))

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from models import crop
+from models.degrade import degrade
 from models.schema import UserError
 from models.schemes import scheme_for
 
@@ -141,8 +142,8 @@ class FaceCache:
 
 def load_cache(folder: Path) -> FaceCache:
     meta = json.loads((folder / "meta.json").read_text())
-    imgs = [cv2.imread(str(folder / f"{i:05d}.jpg")) for i in range(meta["count"])]
-    images = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
+    files = meta.get("files") or [f"{i:05d}.jpg" for i in range(meta["count"])]
+    images = torch.from_numpy(np.stack([cv2.imread(str(folder / f)) for f in files])).permute(0, 3, 1, 2).contiguous()
     return FaceCache(images, torch.from_numpy(np.load(folder / "landmarks.npy")), meta["subsets"])
 
 
@@ -185,6 +186,12 @@ class AugmentConfig:
     blur_p: float = 0.0
     occlusion_p: float = 0.0
     noise_std: float = 0.0         # per-pixel Gaussian sensor noise, grey levels (a webcam's still face)
+    # faces as users show them (models.degrade): probabilities per sample
+    real_occluder_p: float = 0.0   # a hand, an object, hair, glasses, a face mask or the frame edge, real textures
+    motion_blur_p: float = 0.0
+    defocus_p: float = 0.0
+    low_light_p: float = 0.0       # dark exposure, gamma and strong sensor noise
+    jpeg_p: float = 0.0            # quality 10-50
     # second view for the consistency loss: a small extra similarity of the same crop
     pair_shift_px: float = 2.0     # U(+-) input px, sub-pixel
     pair_scale: float = 0.02       # U(1-s, 1+s)
@@ -307,6 +314,7 @@ def _render(cache: FaceCache, idx: torch.Tensor, m: torch.Tensor, flip: torch.Te
     x = crop.warp_batch(images, m.to(device).float(), input_px) / 255
     if aug is not None:
         x = _photometric(x, aug, gen)
+        x = degrade(x, pts.float(), aug, gen)
         if aug.noise_std > 0:
             x = x + torch.randn(x.shape, generator=gen).to(x.device) * (aug.noise_std / 255)
     x = normalize((x * 255).round().clamp(0, 255))  # quantised like the uint8 frames seen at inference

@@ -11,6 +11,7 @@ weights by validation NME are kept apart; a CSV log and a loss/NME plot are writ
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import sys
@@ -56,6 +57,10 @@ class DataConfig:
     val_faces: int = ranged(100, 0)          # held out from the training split for best-model selection;
                                    # 0 = validate on the training faces themselves (overfit checks)
     workers: int = ranged(2, 0, 64)
+    synth: str = ""                # a `run.py synth-poses` cache mixed into training ("" = real faces only); the
+                                   # views of held-out faces join the validation set, never the training set
+    balance_power: float = ranged(0.0, 0.0, 1.0)   # sample faces by 1 / (faces in their pose bin) ** power:
+                                   # 0 = uniform, 1 = every yaw bin equally often
 
 
 @dataclass
@@ -146,6 +151,34 @@ def evaluate_cache(model, cache: D.FaceCache, recipe: Recipe, device, decodes=DE
     return {d: summarize(nme_per_face(p, gt, ocular)) for d, p in preds.items()}
 
 
+def _mix_synthetic(tr: D.FaceCache, val: D.FaceCache, folder: Path, val_sources: torch.Tensor) -> tuple[D.FaceCache, D.FaceCache]:
+    """Add a synthetic cache (models.profiling) to the real faces: the views made from a held-out face
+    go to validation, so a selection never sees a face it was trained on."""
+    syn = D.load_cache(folder)
+    source = torch.as_tensor(json.loads((folder / "meta.json").read_text())["source_index"])
+    held = torch.isin(source, val_sources)
+    cat = lambda a, idx: D.FaceCache(torch.cat([a.images, syn.images[idx]]), torch.cat([a.landmarks, syn.landmarks[idx]]), [])  # noqa: E731
+    return cat(tr, ~held), cat(val, held)
+
+
+def yaw_proxy(landmarks: torch.Tensor) -> torch.Tensor:
+    """(N,68,2) -> (N,) in [-0.5, 0.5]: where the nose tip sits between the jaw ends, along the eye axis
+    (0 frontal, +-0.5 in profile). The jaw follows the visible silhouette in 300-W and in the
+    synthetic faces alike, so one proxy serves both."""
+    eye = landmarks[:, 45] - landmarks[:, 36]
+    u = eye / eye.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+    along = lambda p: (p * u).sum(-1)  # noqa: E731
+    span = along(landmarks[:, 16] - landmarks[:, 0])
+    return (along(landmarks[:, 30] - landmarks[:, 0]) / span.where(span.abs() > 1e-6, torch.ones_like(span))).clamp(0, 1) - 0.5
+
+
+def pose_balance_weights(landmarks: torch.Tensor, power: float, bins: int = 10) -> torch.Tensor:
+    """(N,) sampling weights: 1 / (faces in the same |yaw proxy| bin) ** power."""
+    b = (yaw_proxy(landmarks).abs() * 2 * bins).long().clamp(0, bins - 1)
+    count = torch.bincount(b, minlength=bins).float()
+    return count[b] ** -power
+
+
 def _init_state(init: Path, cfg: NetworkConfig) -> dict:
     """The weights a run starts from: the checkpoint's own, or, when this recipe only narrows its
     residual bottlenecks, the checkpoint slimmed to them (models.network.slim)."""
@@ -177,6 +210,12 @@ def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = 
     n_val = recipe.data.val_faces
     tr = D.FaceCache(full.images[perm[n_val:]], full.landmarks[perm[n_val:]], [])
     val = D.FaceCache(full.images[perm[:n_val]], full.landmarks[perm[:n_val]], []) if n_val else tr
+    if recipe.data.synth:
+        tr, val = _mix_synthetic(tr, val, Path(recipe.data.synth).expanduser(), perm[:n_val])
+    weights = pose_balance_weights(tr.landmarks, recipe.data.balance_power) if recipe.data.balance_power > 0 else None
+    if rank == 0:
+        log(f"training on {len(tr)} faces, validating on {len(val)}"
+            + (f"; pose-balanced sampling (power {recipe.data.balance_power})" if weights is not None else ""))
     if dev.type == "cuda":  # the whole cache fits on the GPU; augmentation then never leaves it
         tr.images, val.images = tr.images.to(dev), val.images.to(dev)
 
@@ -208,9 +247,13 @@ def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = 
     losses = []
     done = False
     while not done:
-        sampler = torch.utils.data.DistributedSampler(range(len(tr)), world, rank, shuffle=True, seed=o.seed)
-        sampler.set_epoch(state["epoch"])
-        order = torch.tensor(list(sampler))
+        if weights is None:
+            sampler = torch.utils.data.DistributedSampler(range(len(tr)), world, rank, shuffle=True, seed=o.seed)
+            sampler.set_epoch(state["epoch"])
+            order = torch.tensor(list(sampler))
+        else:
+            g = torch.Generator().manual_seed(o.seed + 7919 * state["epoch"] + rank)
+            order = torch.multinomial(weights, len(tr) // world, replacement=True, generator=g)
         for b in range(steps_per_epoch):
             idx = order[b * o.batch_size:(b + 1) * o.batch_size]
             elapsed = time.perf_counter() - t0

