@@ -83,6 +83,8 @@ DLIB_NAME = "dlib 68-point (its own HOG detector)"
 
 MEDIAPIPE_NAME = "MediaPipe Face Mesh (478->68)"
 PROTOCOLS = ("detector", "gt-box")
+# iBUG-68 parts reported apart: part of the jaw error on WFLW is its contour convention, not pose
+PARTS = {"inner": np.arange(17, 68), "jaw": np.arange(0, 17)}
 COMPETITORS = ("mediapipe", "pfld", "dlib")
 
 
@@ -126,36 +128,50 @@ def evaluate(faces: list[Face], weights: str | Path, competitors: list[str], dec
         preds[DLIB_NAME] = list(pts)
         detected_override[DLIB_NAME] = int(det.sum())
     ocular = SCHEMES[68].ocular
-    rows, per_face = {}, {}
+    rows, per_face, parts = {}, {}, {}
     for name, p in preds.items():
         ok = np.array([q is not None for q in p])
         arr = np.stack([q if q is not None else np.full((68, 2), np.nan) for q in p])
         nme = nme_per_face(arr[ok], gt[ok], ocular)
-        rows[name] = {**summarize(nme), "detected": detected_override.get(name, int(ok.sum()))}
         per_face[name] = np.where(ok, 0, np.nan)
         per_face[name][ok] = nme
+        parts[name] = {}
+        for part, idx in PARTS.items():
+            parts[name][part] = np.full(len(ok), np.nan)
+            parts[name][part][ok] = nme_per_face(arr[ok][:, idx], gt[ok][:, idx], ocular, gt[ok])
+        rows[name] = {**summarize(nme), "detected": detected_override.get(name, int(ok.sum())),
+                      **{part: 100 * float(np.nanmean(v)) for part, v in parts[name].items()}}
     subsets = {}
-    attrs = sorted({k for f in faces for k in f.attributes})
-    for a in attrs:
-        sel = np.array([f.attributes.get(a, 0) == 1 for f in faces])
-        subsets[a] = {name: 100 * float(np.nanmean(v[sel])) for name, v in per_face.items()}
-    for s in sorted({f.subset for f in faces}):
-        sel = np.array([f.subset == s for f in faces])
+    selections = {a: np.array([f.attributes.get(a, 0) == 1 for f in faces]) for a in sorted({k for f in faces for k in f.attributes})}
+    selections |= {s: np.array([f.subset == s for f in faces]) for s in sorted({f.subset for f in faces})}
+    for s, sel in selections.items():
         if 0 < sel.sum() < len(faces):
-            subsets[s] = {name: 100 * float(np.nanmean(v[sel])) for name, v in per_face.items()}
+            subsets[s] = {name: {"nme": 100 * float(np.nanmean(v[sel])), "fr": _failure_rate(v[sel]),
+                                 **{part: 100 * float(np.nanmean(parts[name][part][sel])) for part in PARTS}}
+                          for name, v in per_face.items()}
     return EvalResult(rows, per_face, subsets)
+
+
+def _failure_rate(nme: np.ndarray, limit: float = 0.1) -> float:
+    """FR@limit % over the faces found (NaN = missed)."""
+    found = nme[np.isfinite(nme)]
+    return 100 * float((found > limit).mean()) if len(found) else float("nan")
 
 
 def write_report(res: EvalResult, out_dir: Path, title: str) -> str:
     out_dir.mkdir(parents=True, exist_ok=True)
-    lines = [f"### {title}", "", "| method | NME % | FR@0.1 % | AUC@0.1 | faces |", "|---|---|---|---|---|"]
+    lines = [f"### {title}", "", "| method | NME % | inner 17-67 | jaw 0-16 | FR@0.1 % | AUC@0.1 | faces |",
+             "|---|---|---|---|---|---|---|"]
     for name, r in res.rows.items():
-        lines.append(f"| {name} | {r['nme']:.2f} | {r['fr']:.2f} | {r['auc']:.3f} | {r['detected']}/{len(res.per_face[name])} |")
+        lines.append(f"| {name} | {r['nme']:.2f} | {r['inner']:.2f} | {r['jaw']:.2f} | {r['fr']:.2f} | {r['auc']:.3f} "
+                     f"| {r['detected']}/{len(res.per_face[name])} |")
     if res.subsets:
         names = list(res.rows)
-        lines += ["", "| subset | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        lines += ["", "NME % (inner / jaw) per subset, faces found only", "",
+                  "| subset | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
         for s, v in res.subsets.items():
-            lines.append(f"| {s} | " + " | ".join(f"{v[n]:.2f}" for n in names) + " |")
+            lines.append(f"| {s} | " + " | ".join(f"{v[n]['nme']:.2f} ({v[n]['inner']:.2f} / {v[n]['jaw']:.2f})"
+                                                  for n in names) + " |")
     md = "\n".join(lines) + "\n"
     slug = "eval_" + re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")
     (out_dir / f"{slug}.md").write_text(md)

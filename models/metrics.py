@@ -5,9 +5,12 @@ import numpy as np
 from scipy.integrate import simpson
 
 
-def nme_per_face(pred: np.ndarray, gt: np.ndarray, ocular: tuple[int, int]) -> np.ndarray:
-    """pred, gt (N,K,2) in the same pixel frame -> (N,) mean point error / outer-eye distance."""
-    norm = np.linalg.norm(gt[:, ocular[0]] - gt[:, ocular[1]], axis=-1)
+def nme_per_face(pred: np.ndarray, gt: np.ndarray, ocular: tuple[int, int], norm_from: np.ndarray | None = None) -> np.ndarray:
+    """pred, gt (N,K,2) in the same pixel frame -> (N,) mean point error / outer-eye distance.
+
+    norm_from: the full ground truth the eye corners are read from, when pred/gt hold only a part."""
+    ref = gt if norm_from is None else norm_from
+    norm = np.linalg.norm(ref[:, ocular[0]] - ref[:, ocular[1]], axis=-1)
     return np.linalg.norm(pred - gt, axis=-1).mean(-1) / norm
 
 

@@ -14,7 +14,7 @@ import numpy as np
 # population-typical resting values (300-W faces), replaced by calibrate()
 DEFAULT_NEUTRAL = {"eye_l": 0.28, "eye_r": 0.28, "mouth_open": 0.02, "mouth_wide": 0.95, "brow": 0.42}
 # how far from neutral a feature moves at full expression (fraction of the neutral value or absolute)
-FULL_RANGE = {"mouth_open": 0.45, "mouth_wide": 0.25, "brow": 0.12}
+FULL_RANGE = {"mouth_open": 0.45, "mouth_wide": 0.25, "mouth_narrow": 0.2, "brow": 0.12}
 
 
 def _frontal(pts: np.ndarray, yaw_deg: float = 0.0) -> np.ndarray:
@@ -59,4 +59,17 @@ class ExpressionEstimator:
         return {"eyeBlinkRight": blink_l, "eyeBlinkLeft": blink_r,
                 "jawOpen": clip((m["mouth_open"] - n["mouth_open"]) / FULL_RANGE["mouth_open"]),
                 "mouthSmileLeft": smile, "mouthSmileRight": smile,
+                # lips pushed forward read as a narrower mouth in a 2D image
+                "mouthPucker": clip((n["mouth_wide"] - m["mouth_wide"]) / FULL_RANGE["mouth_narrow"]),
                 "browInnerUp": clip((m["brow"] - n["brow"]) / FULL_RANGE["brow"])}
+
+
+def vrm_vowels(shapes: dict[str, float]) -> dict[str, float]:
+    """VRM's five mouth presets from the ARKit values, each in [0, 1]: an open mouth is A, a wide
+    closed one I, a wide open one E, a narrow (puckered) closed one U and a narrow open one O.
+    Uses jawOpen (opening), mouthSmileLeft/Right (widening) and mouthPucker (narrowing)."""
+    open_ = shapes.get("jawOpen", 0.0)
+    wide = (shapes.get("mouthSmileLeft", 0.0) + shapes.get("mouthSmileRight", 0.0)) / 2
+    narrow = shapes.get("mouthPucker", 0.0)
+    return {"A": open_ * (1 - wide) * (1 - narrow), "I": wide * (1 - open_), "U": narrow * (1 - open_),
+            "E": wide * open_, "O": narrow * open_}

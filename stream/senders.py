@@ -2,7 +2,9 @@
 
     --send osc://127.0.0.1:39539   VMC protocol (VSeeFace & co.): /VMC/Ext/Blend/Val name value ...,
                                    /VMC/Ext/Blend/Apply, /VMC/Ext/Bone/Pos "Head" px py pz qx qy qz qw,
-                                   /VMC/Ext/OK 1, /VMC/Ext/T time
+                                   /VMC/Ext/OK 1 3 0 tracking, /VMC/Ext/T time. Names by profile
+                                   (?profile=vrm0 default | vrm1 | perfect-sync | arkit); a lost face
+                                   fades to neutral in FADE_S; ?head_position=1 sends the head's position
     --send udp://127.0.0.1:9000    one JSON datagram per frame (format: `packet()` below, README)
     --send ws://127.0.0.1:8765     serves the same JSON to every connected WebSocket client
 
@@ -15,12 +17,13 @@ import asyncio
 import json
 import socket
 import threading
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlparse
 
 import cv2
 import numpy as np
 
 from models.schema import UserError
+from stream.expressions import vrm_vowels
 from stream.frames import Frame
 from stream.pipeline import LatestSlot
 
@@ -93,25 +96,80 @@ class _Sender:
         self._thread.join(timeout=5)
 
 
+def _pascal(name: str) -> str:
+    return name[:1].upper() + name[1:]
+
+
+def _vrm0(shapes: dict[str, float]) -> dict[str, float]:
+    """VRM 0.x preset clips (what an avatar without perfect-sync clips has)."""
+    bl, br = shapes.get("eyeBlinkLeft", 0.0), shapes.get("eyeBlinkRight", 0.0)
+    joy = (shapes.get("mouthSmileLeft", 0.0) + shapes.get("mouthSmileRight", 0.0)) / 2
+    return {"Blink": min(bl, br), "Blink_L": bl, "Blink_R": br, **vrm_vowels(shapes), "Joy": joy}
+
+
+# VRM 1.0 expression names for the VRM 0.x presets (VMC protocol: a VRM 1.0 sender sends both)
+VRM1_NAMES = {"Blink": "blink", "Blink_L": "blinkLeft", "Blink_R": "blinkRight", "A": "aa", "I": "ih", "U": "ou",
+              "E": "ee", "O": "oh", "Joy": "happy", "LookUp": "lookUp", "LookDown": "lookDown",
+              "LookLeft": "lookLeft", "LookRight": "lookRight"}
+
+# name profile -> ARKit camelCase values to the (name, value) pairs a receiver of that kind matches
+# (case-sensitively, as UniVRM does)
+VMC_PROFILES = {
+    "vrm0": _vrm0,
+    "vrm1": lambda s: {**_vrm0(s), **{VRM1_NAMES[k]: v for k, v in _vrm0(s).items()}},
+    "perfect-sync": lambda s: {_pascal(k): v for k, v in s.items()},
+    "arkit": dict,
+}
+FADE_S = 0.4    # a lost face eases to neutral this fast (receivers freeze on the last values otherwise)
+
+
 class VMCSender(_Sender):
-    def __init__(self, url: str, host: str, port: int):
+    """VMC over OSC. Query options: ?profile=vrm0|vrm1|perfect-sync|arkit (the blendshape names;
+    vrm0 by default, which any VRM avatar has) and ?head_position=1 (send how far the head moved
+    since it was first tracked, in metres; off by default: receivers place the head themselves)."""
+
+    def __init__(self, url: str, host: str, port: int, profile: str = "vrm0", head_position: bool = False):
         from pythonosc.udp_client import SimpleUDPClient
         self.client = SimpleUDPClient(host, port)
+        self.names = VMC_PROFILES[profile]
+        self.head_position = head_position
+        self._last: dict[str, float] = {}
+        self._lost_at_s: float | None = None
+        self._head_origin: np.ndarray | None = None
         super().__init__(url)
 
     def send(self, frame: Frame) -> None:
         c = self.client
-        c.send_message("/VMC/Ext/OK", 1 if frame.faces else 0)
+        tracking = bool(frame.faces)
+        c.send_message("/VMC/Ext/OK", [1, 3, 0, int(tracking)])     # loaded, calibrated, normal mode, tracking
         c.send_message("/VMC/Ext/T", float(frame.timestamp_s))
-        if not frame.faces:
-            return
-        face = frame.faces[0]    # an avatar follows the first tracked face
-        for name, value in (face.expressions or {}).items():
-            c.send_message("/VMC/Ext/Blend/Val", [name, float(value)])
+        if tracking:
+            face = frame.faces[0]    # an avatar follows the first tracked face
+            self._last, self._lost_at_s = self.names(face.expressions or {}), None
+            values = self._last
+        else:
+            if not self._last:
+                return
+            self._lost_at_s = frame.timestamp_s if self._lost_at_s is None else self._lost_at_s
+            keep = max(0.0, 1 - (frame.timestamp_s - self._lost_at_s) / FADE_S)
+            values = {k: v * keep for k, v in self._last.items()}
+            if keep == 0:
+                self._last = {}
+        for name, value in values.items():
+            c.send_message("/VMC/Ext/Blend/Val", [name, float(np.clip(value, 0.0, 1.0))])
         c.send_message("/VMC/Ext/Blend/Apply", [])
-        pose = face.pose_smoothed or face.pose
+        pose = (frame.faces[0].pose_smoothed or frame.faces[0].pose) if tracking else None
         if pose is not None:
-            c.send_message("/VMC/Ext/Bone/Pos", ["Head", 0.0, 0.0, 0.0, *head_quaternion(pose.rvec)])
+            c.send_message("/VMC/Ext/Bone/Pos", ["Head", *self._head_offset_m(pose.translation), *head_quaternion(pose.rvec)])
+
+    def _head_offset_m(self, translation_mm: np.ndarray) -> list[float]:
+        """The head's move since it was first tracked, in metres on Unity's axes (y up), or zeros."""
+        if not self.head_position:
+            return [0.0, 0.0, 0.0]
+        t = np.asarray(translation_mm, np.float64) * [1, -1, 1] / 1000
+        if self._head_origin is None:
+            self._head_origin = t
+        return (t - self._head_origin).tolist()
 
 
 class UDPSender(_Sender):
@@ -179,7 +237,17 @@ def build_sender(url: str) -> _Sender:
         port = u.port or DEFAULT_PORTS[u.scheme]
     except ValueError:
         raise SendError(f"bad port in {url!r}") from None
+    options = dict(parse_qsl(u.query))
+    kwargs = {}
+    if u.scheme == "osc":
+        profile = options.pop("profile", "vrm0")
+        if profile not in VMC_PROFILES:
+            raise SendError(f"unknown VMC profile {profile!r} in {url!r}; use one of {', '.join(VMC_PROFILES)}")
+        kwargs = {"profile": profile, "head_position": options.pop("head_position", "0") in ("1", "true", "yes")}
+    if options:
+        raise SendError(f"unknown option {', '.join(options)} in {url!r}; osc:// takes profile= and head_position=")
     try:
-        return SENDERS[u.scheme](url, host, port)
-    except OSError as e:
+        socket.getaddrinfo(host, port)       # UDP would only fail at the first datagram, silently
+        return SENDERS[u.scheme](url, host, port, **kwargs)
+    except (OSError, UnicodeError) as e:     # an unresolvable or unbindable host
         raise SendError(f"cannot open {url}: {e}") from None
