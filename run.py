@@ -27,7 +27,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")          # mediapipe's C++ loggin
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parent
-SUBCOMMANDS = ("track", "extract", "train", "eval", "bench", "export", "replay", "fit-shape", "synth-poses")
+SUBCOMMANDS = ("track", "extract", "train", "eval", "bench", "export", "replay", "fit-shape", "synth-poses", "train-pupils")
 
 
 class CliError(UserError):
@@ -308,6 +308,30 @@ def cmd_synth_poses(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_pupils(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from models.pupils import PupilTrainConfig, train_pupils, training_data
+    from models.weights import save_checkpoint
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    synth = Path(args.synth).expanduser()
+    if not (synth / "meta.json").is_file():
+        raise CliError(f"no synthetic cache at {synth}; make one with `run.py synth-poses --out {synth}`")
+    train, val = training_data(args.data, synth)
+    print(f"pupil training: {len(train[0])} faces, validation: {len(val[0])} faces (MediaPipe iris pseudo-labels)")
+    cfg = PupilTrainConfig(steps=args.steps)
+    net, report = train_pupils(*train, val, cfg)
+    out = Path(args.out)
+    save_checkpoint({"state_dict": net.state_dict(), "config": cfg.__dict__, **report}, out)
+    Path(str(out) + ".log.json").write_text(json.dumps(report, indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from models.data import load_faces
     from models.engine import VIEWS
@@ -520,6 +544,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--side-px", type=_bounded(64, 1024), default=256, help="stored crop side, as the training cache")
     sp.add_argument("--box-scale", type=float, default=1.8, help="stored square / landmark-box side, as the training cache")
     sp.set_defaults(func=cmd_synth_poses)
+
+    tp = sub.add_parser("train-pupils", help="train the pupil network on eye crops (MediaPipe iris pseudo-labels "
+                        "on the 300-W training faces and their synthetic views)")
+    tp.add_argument("--data", default=str(ROOT.parent / "shared/data/300w"))
+    tp.add_argument("--synth", default=str(Path.home() / ".cache/hihtrack/synth-poses"))
+    tp.add_argument("--steps", type=_bounded(1, 1_000_000), default=3000)
+    tp.add_argument("--threads", type=_bounded(0, 256), default=0)
+    tp.add_argument("--out", default=str(ROOT / "models/weights/pupils_300w.pt"))
+    tp.set_defaults(func=cmd_train_pupils)
 
     fs = sub.add_parser("fit-shape", help="fit the shape model the 'shape' stabilizer uses (aligned PCA of training shapes)")
     fs.add_argument("--data", default=str(ROOT.parent / "shared/data/300w"))

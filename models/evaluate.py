@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -59,6 +59,21 @@ class EvalResult:
     rows: dict[str, dict]          # method -> summary (nme, fr, auc, n, detected)
     per_face: dict[str, np.ndarray]
     subsets: dict[str, dict[str, float]]
+    pupils: dict[str, dict] = field(default_factory=dict)   # method -> pupil summary (faces with annotated pupils)
+
+
+WFLW_PUPILS = [96, 97]      # the pupil of the eye drawn by 60-67 (iBUG 36-41), then 68-75
+WFLW_EYES = (list(range(60, 68)), list(range(68, 76)))
+EYE_OUTLINE_BASELINE = "centre of the true eye outline"
+
+
+def pupil_summary(pred: np.ndarray, gt: np.ndarray, io: np.ndarray) -> dict:
+    """pred, gt (N,2,2) px (NaN rows = not found), io (N,) -> mean error % IO, and the share of faces whose
+    worse eye is within 0.05 IO (Jesorsky's e_max, with IO for the normaliser)."""
+    ok = np.isfinite(pred).all((1, 2))
+    err = np.linalg.norm(pred[ok] - gt[ok], axis=-1) / io[ok, None]
+    return {"mean": 100 * float(err.mean()), "median": 100 * float(np.median(err)),
+            "within_005": 100 * float((err.max(1) <= 0.05).mean()), "faces": int(ok.sum())}
 
 
 def dlib_predictions(faces: list[Face], python: str) -> tuple[np.ndarray, np.ndarray]:
@@ -106,6 +121,8 @@ def evaluate(faces: list[Face], weights: str | Path, competitors: list[str], dec
         methods[PFLDLandmarker.name] = PFLDLandmarker()
     detector = build_detector("blazeface") if protocol == "detector" else None
     preds: dict[str, list] = {name: [] for name in methods}
+    pupils: dict[str, list] = {name: [] for name, lm in methods.items() if hasattr(lm, "pupils")}
+    has_pupils = faces[0].landmarks_px.shape[0] == 98
     gts = []
     for n, f in enumerate(faces):
         if n % 50 == 0:
@@ -121,6 +138,9 @@ def evaluate(faces: list[Face], weights: str | Path, competitors: list[str], dec
             if detector is not None:
                 res = settle(lm, image, res, refine_passes)
             preds[name].append(None if res[0] is None else to_68(res[0].landmarks_px).astype(np.float64))
+            if has_pupils and name in pupils:
+                found = lm.pupils(image, [res[0].landmarks_px]) if res[0] is not None else None
+                pupils[name].append(np.asarray(found[0], np.float64) if found else np.full((2, 2), np.nan))
     gt = np.stack(gts)
     detected_override = {}
     if "dlib" in competitors:
@@ -149,7 +169,14 @@ def evaluate(faces: list[Face], weights: str | Path, competitors: list[str], dec
             subsets[s] = {name: {"nme": 100 * float(np.nanmean(v[sel])), "fr": _failure_rate(v[sel]),
                                  **{part: 100 * float(np.nanmean(parts[name][part][sel])) for part in PARTS}}
                           for name, v in per_face.items()}
-    return EvalResult(rows, per_face, subsets)
+    pupil_rows = {}
+    if has_pupils:
+        true = np.stack([f.landmarks_px[WFLW_PUPILS] for f in faces]).astype(np.float64)
+        io = np.linalg.norm(gt[:, ocular[0]] - gt[:, ocular[1]], axis=-1)
+        pupil_rows = {name: pupil_summary(np.stack(v), true, io) for name, v in pupils.items() if v}
+        outline = np.stack([[f.landmarks_px[e].mean(0) for e in WFLW_EYES] for f in faces]).astype(np.float64)
+        pupil_rows[EYE_OUTLINE_BASELINE] = pupil_summary(outline, true, io)
+    return EvalResult(rows, per_face, subsets, pupil_rows)
 
 
 def _failure_rate(nme: np.ndarray, limit: float = 0.1) -> float:
@@ -172,10 +199,15 @@ def write_report(res: EvalResult, out_dir: Path, title: str) -> str:
         for s, v in res.subsets.items():
             lines.append(f"| {s} | " + " | ".join(f"{v[n]['nme']:.2f} ({v[n]['inner']:.2f} / {v[n]['jaw']:.2f})"
                                                   for n in names) + " |")
+    if res.pupils:
+        lines += ["", "Pupils (annotated 96, 97): error % of the inter-ocular distance",
+                  "", "| method | mean | median | both eyes within 0.05 IO | faces |", "|---|---|---|---|---|"]
+        for name, r in res.pupils.items():
+            lines.append(f"| {name} | {r['mean']:.2f} | {r['median']:.2f} | {r['within_005']:.1f} % | {r['faces']} |")
     md = "\n".join(lines) + "\n"
     slug = "eval_" + re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")
     (out_dir / f"{slug}.md").write_text(md)
-    (out_dir / f"{slug}.json").write_text(json.dumps({"rows": res.rows, "subsets": res.subsets}, indent=1))
+    (out_dir / f"{slug}.json").write_text(json.dumps({"rows": res.rows, "subsets": res.subsets, "pupils": res.pupils}, indent=1))
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

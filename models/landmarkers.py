@@ -45,6 +45,7 @@ class HIHLandmarker:
                                      backend=backend, decode=decode, views=views)
         self.num_points = self.engine.num_points
         self.weights_path = self.engine.weights_path
+        self._pupils = None          # loaded on first use: models.pupils.PupilLocator, or False without weights
 
     def __call__(self, image_bgr: np.ndarray, boxes: list[FaceBox]) -> list[LandmarkResult | None]:
         if not boxes:
@@ -54,6 +55,19 @@ class HIHLandmarker:
 
     def matrices(self, boxes: list[FaceBox]) -> np.ndarray:
         return self.engine.crop_matrices(np.stack([b.center_px for b in boxes]), np.array([b.side_px for b in boxes]))
+
+    @property
+    def recorded_points(self) -> int:
+        """Points per face in a recording: the 68, then the two pupils (68, 69) when the eye network ships."""
+        from models.pupils import WEIGHTS
+        return self.num_points + 2 if WEIGHTS.is_file() else self.num_points
+
+    def pupils(self, image_bgr: np.ndarray, landmarks_px: list[np.ndarray]) -> list[np.ndarray] | None:
+        """(2,2) image px per face from the eye network (models.pupils), or None without its weights."""
+        if self._pupils is None:
+            from models.pupils import WEIGHTS, PupilLocator
+            self._pupils = PupilLocator(WEIGHTS) if WEIGHTS.is_file() else False
+        return self._pupils(image_bgr, landmarks_px) if self._pupils else None
 
     def close(self) -> None:
         pass
@@ -92,6 +106,13 @@ class BatchingLandmarker:
             raise req.error
         pts, conf = req.result
         return [LandmarkResult(p, c, b) for p, c, b in zip(pts, conf, boxes)]
+
+    @property
+    def recorded_points(self) -> int:
+        return self.landmarker.recorded_points
+
+    def pupils(self, image_bgr: np.ndarray, landmarks_px: list[np.ndarray]) -> list[np.ndarray] | None:
+        return self.landmarker.pupils(image_bgr, landmarks_px)
 
     def _gather(self, first: _Request) -> tuple[list[_Request], bool]:
         """The first request and whatever else arrives within wait_ms (up to max_faces); and whether
@@ -165,6 +186,10 @@ class MediaPipeLandmarker:
             # Face Mesh gives one face presence score, no per-point confidence
             out.append(LandmarkResult(img_pts, np.ones(len(img_pts), np.float32), b))
         return out
+
+    def pupils(self, image_bgr: np.ndarray, landmarks_px: list[np.ndarray]) -> list[np.ndarray]:
+        """The refined mesh's iris centres: 468 (the eye drawn by iBUG 36-41), then 473."""
+        return [lm[[468, 473]] for lm in landmarks_px]
 
     def close(self) -> None:
         self._mesh.close()

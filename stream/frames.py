@@ -29,6 +29,7 @@ class Face:
     pose_smoothed: HeadPose | None = None
     detected: bool = False                    # True on frames where the detector (re)found it
     expressions: dict[str, float] | None = None   # ARKit-named blendshape values in [0, 1]
+    pupils_px: np.ndarray | None = None       # (2,2) image px: the pupil of the eye drawn by iBUG 36-41, then 42-47
 
     @property
     def landmarks(self) -> np.ndarray:

@@ -15,7 +15,10 @@ def record_meta(settings: TrackSettings, landmarker, source: Source) -> RecordMe
     from models.weights import file_sha256
     wp = getattr(landmarker, "weights_path", None)
     smoother = settings.smoothing_settings()
-    return RecordMeta(landmarker.scheme, landmarker.num_points, settings.landmarker, file_sha256(wp) if wp else None,
+    # a 68-point recording carries the pupils as points 68 and 69 (x_68, y_68, x_69, y_69)
+    points = getattr(landmarker, "recorded_points", landmarker.num_points)
+    scheme = landmarker.scheme + ("+pupils" if points == landmarker.num_points + 2 else "")
+    return RecordMeta(scheme, points, settings.landmarker, file_sha256(wp) if wp else None,
                       source.description, source.fps, None,
                       {"mode": settings.smoothing, **(asdict(smoother) if smoother is not None else {})})
 

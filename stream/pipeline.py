@@ -170,12 +170,23 @@ class FrameProcessor:
             face.smoothed_px = smoothed.astype(np.float32) if self.smoothing_enabled else face.landmarks_px
             face.pose = estimate_pose(face.landmarks_px, (w, h))
             face.pose_smoothed = estimate_pose(face.smoothed_px, (w, h))
+        self._locate_pupils(frame)
+        for face in frame.faces:
             if face.pose_smoothed is not None:   # a scheme with the 68 iBUG points (directly or mapped)
                 est = self._expressions.setdefault(face.track_id, ExpressionEstimator())
                 pts68, yaw = to_68(face.smoothed_px), float(face.pose_smoothed.rotation_deg[0])
                 if calibrate:
-                    est.calibrate(pts68, yaw)
-                face.expressions = est.blendshapes(pts68, yaw)
+                    est.calibrate(pts68, yaw, face.pupils_px)
+                face.expressions = est.blendshapes(pts68, yaw, face.pupils_px)
+
+    def _locate_pupils(self, frame: Frame) -> None:
+        """Pupils of every face, from the eye regions the smoothed landmarks outline."""
+        find = getattr(self.landmarker, "pupils", None)
+        if find is None or not frame.faces:
+            return
+        found = find(frame.image, [f.smoothed_px for f in frame.faces])
+        for face, p in zip(frame.faces, found or []):
+            face.pupils_px = np.asarray(p, np.float32)
 
 
 class Pipeline:

@@ -47,6 +47,14 @@ def _pose_cols(face) -> list[float]:
     return [*np.radians(p.rotation_deg[[1, 0, 2]]).tolist(), *p.translation.tolist()]  # OpenFace: Rx(pitch), Ry(yaw), Rz
 
 
+def _with_pupils(points: np.ndarray, pupils: np.ndarray | None, k: int) -> np.ndarray:
+    """(K,2) points, then the pupils when the recording has room for them (NaN when not found)."""
+    pts = np.asarray(points, np.float32)
+    if k == len(pts) + 2:
+        pts = np.concatenate([pts, pupils if pupils is not None else np.full((2, 2), np.nan)]).astype(np.float32)
+    return pts
+
+
 class Recorder:
     def __init__(self, path: str | Path, meta: RecordMeta, fmt: str | None = None, overwrite: bool = False,
                  flush_every_s: float = 1.0, queue_size: int = 256):
@@ -88,10 +96,11 @@ class Recorder:
     def write(self, frame: Frame) -> None:
         if self.paused:
             return
+        k = self.meta.num_points
         rows = [{"frame": frame.index, "timestamp": round(frame.timestamp_s, 6), "face_id": f.track_id,
                  "confidence": float(np.mean(f.confidence)), "success": 1, "pose": _pose_cols(f),
-                 "landmarks": f.landmarks_px.astype(np.float32),
-                 "smoothed": (f.smoothed_px if f.smoothed_px is not None else f.landmarks_px).astype(np.float32)}
+                 "landmarks": _with_pupils(f.landmarks_px, f.pupils_px, k),
+                 "smoothed": _with_pupils(f.smoothed_px if f.smoothed_px is not None else f.landmarks_px, f.pupils_px, k)}
                 for f in frame.faces]
         if not rows:
             rows = [{"frame": frame.index, "timestamp": round(frame.timestamp_s, 6), "face_id": -1,

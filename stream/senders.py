@@ -42,20 +42,49 @@ def packet(frame: Frame) -> dict:
                                                "pitch": round(float(pose.rotation_deg[1]), 2),
                                                "roll": round(float(pose.rotation_deg[2]), 2),
                                                "translation": np.round(pose.translation, 1).tolist()},
+            "pupils": None if f.pupils_px is None else np.round(np.asarray(f.pupils_px, np.float64), 2).tolist(),
             "expressions": {k: round(float(v), 3) for k, v in (f.expressions or {}).items()}})
     return {"frame": frame.index, "t": round(frame.timestamp_s, 4), "width": frame.image.shape[1],
             "height": frame.image.shape[0], "faces": faces}
 
 
-def head_quaternion(rvec: np.ndarray) -> tuple[float, float, float, float]:
-    """Head rotation relative to a frontal face, as a Unity (left-handed: x right, y up, z forward)
-    quaternion (x, y, z, w), the frame VMC bones use. Rodrigues vector -> rotation matrix in the
-    template's right-handed frame (stream/pose.py) -> flip z for Unity."""
+def _unity_quaternion(r_head: np.ndarray) -> tuple[float, float, float, float]:
+    """A rotation in the head frame of stream/pose.py (camera axes, identity = a frontal face) as a
+    Unity (left-handed: x right, y up, z forward) quaternion (x, y, z, w), the frame VMC bones use."""
     from scipy.spatial.transform import Rotation
 
-    r, _ = cv2.Rodrigues(np.asarray(rvec, np.float64))
-    x, y, z, w = Rotation.from_matrix(r @ np.diag([1.0, -1.0, -1.0])).as_quat()
+    x, y, z, w = Rotation.from_matrix(r_head).as_quat()
     return float(-x), float(-y), float(z), float(w)
+
+
+def head_quaternion(rvec: np.ndarray) -> tuple[float, float, float, float]:
+    """Head rotation relative to a frontal face: Rodrigues vector of the template pose (stream/pose.py)."""
+    r, _ = cv2.Rodrigues(np.asarray(rvec, np.float64))
+    return _unity_quaternion(r @ np.diag([1.0, -1.0, -1.0]))
+
+
+EYE_YAW_DEG, EYE_PITCH_DEG = 30.0, 20.0     # eyeball rotation at a full look sideways / up or down
+
+
+def eye_quaternion(yaw_deg: float, pitch_deg: float) -> tuple[float, float, float, float]:
+    """An eye bone's rotation in the head, with the head pose's conventions (+ yaw = towards image left,
+    + pitch = down)."""
+    y, p = np.radians(yaw_deg), np.radians(pitch_deg)
+    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
+    rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
+    return _unity_quaternion(ry @ rx)
+
+
+def eye_bones(shapes: dict[str, float]) -> dict[str, tuple[float, float, float, float]]:
+    """VMC LeftEye/RightEye rotations from the eyeLook values; {} when the face has no pupils."""
+    if "eyeLookInLeft" not in shapes:
+        return {}
+    g = lambda k: shapes.get(k, 0.0)  # noqa: E731
+    # a look to image left is "out" for the subject's right eye and "in" for the left one
+    return {"RightEye": eye_quaternion((g("eyeLookOutRight") - g("eyeLookInRight")) * EYE_YAW_DEG,
+                                       (g("eyeLookDownRight") - g("eyeLookUpRight")) * EYE_PITCH_DEG),
+            "LeftEye": eye_quaternion((g("eyeLookInLeft") - g("eyeLookOutLeft")) * EYE_YAW_DEG,
+                                      (g("eyeLookDownLeft") - g("eyeLookUpLeft")) * EYE_PITCH_DEG)}
 
 
 class _Sender:
@@ -102,9 +131,16 @@ def _pascal(name: str) -> str:
 
 def _vrm0(shapes: dict[str, float]) -> dict[str, float]:
     """VRM 0.x preset clips (what an avatar without perfect-sync clips has)."""
-    bl, br = shapes.get("eyeBlinkLeft", 0.0), shapes.get("eyeBlinkRight", 0.0)
-    joy = (shapes.get("mouthSmileLeft", 0.0) + shapes.get("mouthSmileRight", 0.0)) / 2
-    return {"Blink": min(bl, br), "Blink_L": bl, "Blink_R": br, **vrm_vowels(shapes), "Joy": joy}
+    g = lambda k: shapes.get(k, 0.0)  # noqa: E731
+    bl, br = g("eyeBlinkLeft"), g("eyeBlinkRight")
+    look = {}
+    if "eyeLookInLeft" in shapes:      # the avatar looks to its own left when the subject looks to theirs
+        look = {"LookLeft": (g("eyeLookOutLeft") + g("eyeLookInRight")) / 2,
+                "LookRight": (g("eyeLookInLeft") + g("eyeLookOutRight")) / 2,
+                "LookUp": (g("eyeLookUpLeft") + g("eyeLookUpRight")) / 2,
+                "LookDown": (g("eyeLookDownLeft") + g("eyeLookDownRight")) / 2}
+    joy = (g("mouthSmileLeft") + g("mouthSmileRight")) / 2
+    return {"Blink": min(bl, br), "Blink_L": bl, "Blink_R": br, **vrm_vowels(shapes), "Joy": joy, **look}
 
 
 # VRM 1.0 expression names for the VRM 0.x presets (VMC protocol: a VRM 1.0 sender sends both)
@@ -161,6 +197,8 @@ class VMCSender(_Sender):
         pose = (frame.faces[0].pose_smoothed or frame.faces[0].pose) if tracking else None
         if pose is not None:
             c.send_message("/VMC/Ext/Bone/Pos", ["Head", *self._head_offset_m(pose.translation), *head_quaternion(pose.rvec)])
+            for bone, q in eye_bones(frame.faces[0].expressions or {}).items():
+                c.send_message("/VMC/Ext/Bone/Pos", [bone, 0.0, 0.0, 0.0, *q])
 
     def _head_offset_m(self, translation_mm: np.ndarray) -> list[float]:
         """The head's move since it was first tracked, in metres on Unity's axes (y up), or zeros."""

@@ -84,6 +84,9 @@ def draw_frame(frame: Frame, opts: DrawOptions, stats_text: list[str] | None = N
             r = 2 if len(pts) <= 100 else 1
             for p in _sub(pts):
                 cv2.circle(img, tuple(p), r * 16, color, -1, cv2.LINE_AA, shift=4)
+        if opts.points and face.pupils_px is not None and np.isfinite(face.pupils_px).all():
+            for p in _sub(face.pupils_px):          # pupils: a ring, told apart from the landmarks
+                cv2.circle(img, tuple(p), 3 * 16, (255, 120, 0), 1, cv2.LINE_AA, shift=4)
         if opts.indices:
             for i, p in enumerate(pts):
                 cv2.putText(img, str(i), (int(p[0]) + 2, int(p[1]) - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.25,
