@@ -448,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--detector", help="blazeface | haar")
     tr.add_argument("--record", help="write landmarks to PATH (.csv, .jsonl or .npz)")
     tr.add_argument("--record-video", dest="record_video", help="write the annotated video to PATH.mp4 (PyAV)")
+    tr.add_argument("--calibration", help="expression calibration profile (JSON): loaded if it exists, saved when you "
+                    "calibrate (c key / button)")
     tr.add_argument("--send", action="append", help="osc://host:port (VMC), udp://host:port or ws://host:port; repeatable")
     tr.add_argument("--record-format", dest="record_format", help="csv | jsonl | npz (default: from the extension)")
     tr.add_argument("--overwrite", action="store_true", default=None, help="replace an existing recording")

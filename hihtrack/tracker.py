@@ -93,11 +93,12 @@ class FaceTracker:
         self._sync: dict[bool, FrameProcessor] = {}      # process(): stills and video-mode state
         self._last_ts: float | None = None
         self._sync_index = 0
+        self._calibrate_next = False                     # calibrate() before a processor exists
 
     # ---- assembly ---------------------------------------------------------------------------
     def pipeline_config(self) -> PipelineConfig:
         s = self.settings
-        return PipelineConfig(smoothing=s.smoothing, smoothing_settings=s.smoothing_settings())
+        return PipelineConfig(smoothing=s.smoothing, smoothing_settings=s.smoothing_settings(), calibration=s.calibration)
 
     def new_tracker(self) -> Tracker:
         return Tracker(self.detector, replace(self.settings.tracking))
@@ -125,6 +126,7 @@ class FaceTracker:
         emitted, failures = 0, 0
         while True:
             pipe = Pipeline(source, self.new_tracker(), self.landmarker, self.pipeline_config()).start()
+            pipe.work.calibrate_requested = self._calibrate_next
             self.pipeline = pipe
             emitted_before = emitted
             try:
@@ -199,8 +201,16 @@ class FaceTracker:
         proc = self._sync.get(stills)
         if proc is None:
             proc = self._sync[stills] = FrameProcessor(self.new_tracker(), self.landmarker, self.pipeline_config(), stills)
+            proc.calibrate_requested = self._calibrate_next
         self._sync_index += 1
         return proc(Frame(self._sync_index - 1, 0.0 if stills else float(timestamp_s), image))
+
+    def calibrate(self) -> None:
+        """Take the next frame's face as the resting (neutral) face of the expressions; with the
+        `calibration` setting it is also saved there, and loaded by the next run."""
+        self._calibrate_next = True
+        for work in [*self._sync.values(), *([self.pipeline.work] if self.pipeline is not None else [])]:
+            work.calibrate_requested = True
 
     # ---- outputs ------------------------------------------------------------------------------
     def outputs(self, source: Source) -> list:

@@ -12,18 +12,21 @@ in a stage; the end marker flows through every stage so the consumer sees every 
 """
 from __future__ import annotations
 
+import copy
 import queue
+import sys
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from models.landmarkers import settle
 from models.schemes import to_68
-from stream.expressions import ExpressionEstimator
+from stream.expressions import CalibrationError, CalibrationProfile, ExpressionEstimator
 from stream.frames import Face, Frame
 from stream.pose import estimate_pose
 from stream.smoothing import build_smoother
@@ -72,6 +75,7 @@ class PipelineConfig:
     smoothing_settings: object = None   # the smoother's config dataclass, a dict of its keys, or None for defaults
     queue_size: int = 2
     drop_frames: bool | None = None   # None: drop when the source is live or paced
+    calibration: str | None = None    # expression calibration profile: loaded if it exists, saved on calibrate
 
 
 STATS_WINDOW = 3000   # frames the percentiles cover (100 s at 30 fps): memory stays flat on a long stream
@@ -114,6 +118,10 @@ class FrameProcessor:
         self._smoothers: dict[int, object] = {}
         self._expressions: dict[int, ExpressionEstimator] = {}
         self._new_smoothing: tuple | None = None
+        path = Path(cfg.calibration) if cfg.calibration else None
+        if path is not None and not path.parent.is_dir():
+            raise CalibrationError(f"cannot keep the calibration profile {path}: folder {path.parent} does not exist")
+        self._profile = CalibrationProfile.load(path) if path is not None and path.exists() else CalibrationProfile()
 
     def set_smoothing(self, name: str, settings=None) -> None:
         """Change the filter of a running stream from its next frame on; tracks, ids and calibration stay."""
@@ -173,11 +181,23 @@ class FrameProcessor:
         self._locate_pupils(frame)
         for face in frame.faces:
             if face.pose_smoothed is not None:   # a scheme with the 68 iBUG points (directly or mapped)
-                est = self._expressions.setdefault(face.track_id, ExpressionEstimator())
+                est = self._expressions.get(face.track_id)
+                if est is None:
+                    est = self._expressions[face.track_id] = ExpressionEstimator(copy.deepcopy(self._profile))
                 pts68, yaw = to_68(face.smoothed_px), float(face.pose_smoothed.rotation_deg[0])
                 if calibrate:
                     est.calibrate(pts68, yaw, face.pupils_px)
+                    self._save_calibration(est)
                 face.expressions = est.blendshapes(pts68, yaw, face.pupils_px)
+
+    def _save_calibration(self, est: ExpressionEstimator) -> None:
+        """The calibrated face becomes every new face's start, and the user's profile file when one is named."""
+        self._profile = copy.deepcopy(est.profile)
+        if self.cfg.calibration:
+            try:
+                self._profile.save(self.cfg.calibration)
+            except OSError as e:        # tracking goes on with the calibration in memory
+                print(f"warning: cannot save the calibration to {self.cfg.calibration} ({e.strerror})", file=sys.stderr)
 
     def _locate_pupils(self, frame: Frame) -> None:
         """Pupils of every face, from the eye regions the smoothed landmarks outline."""

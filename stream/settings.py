@@ -49,6 +49,7 @@ class TrackSettings:
     record_format: Literal["csv", "jsonl", "npz"] | None = None
     record_video: str | None = None
     send: list[str] = field(default_factory=list)
+    calibration: str | None = None    # expression calibration profile (JSON): loaded if it exists, written by calibrate
     overwrite: bool = False
     max_frames: int = ranged(0, 0)
     realtime: bool = False            # pace a file at its own frame rate (then, like a camera, it drops frames)

@@ -135,3 +135,25 @@ def test_shapes_from_the_tracker_agree_with_shapes_from_the_annotation(data_300w
         assert corr[k] >= 0.9, (k, corr[k])
     for k in ("eyeBlinkLeft", "eyeBlinkRight"):       # eyelids are a few px: the noisiest of the three
         assert corr[k] >= 0.85, (k, corr[k])
+
+
+def test_calibration_is_saved_and_loaded_by_the_next_run(tmp_path):
+    from hihtrack import FaceTracker
+    from stream.demo import DemoSource
+    from stream.settings import load_settings
+    path = tmp_path / "me.json"
+    settings = load_settings(None, calibration=str(path), landmarker="mediapipe")
+    frames = [img for img, _ in DemoSource(frames=3).frames()]
+    with FaceTracker(settings) as t:
+        t.calibrate()
+        t.process(frames[0], 0.0)
+    assert path.is_file()
+    saved = CalibrationProfile.load(path)
+    with FaceTracker(settings) as t:
+        face = t.process(frames[0], 0.0).faces[0]
+    assert max(face.expressions.values()) < 0.05          # the same face is the neutral: nothing moves
+    assert saved.neutral == CalibrationProfile.load(path).neutral
+    path.write_text("{not json")
+    with pytest.raises(CalibrationError, match="cannot read the calibration profile"):
+        with FaceTracker(settings) as t:
+            t.process(frames[0], 0.0)

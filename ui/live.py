@@ -181,8 +181,7 @@ class LiveSession:
             self.tracker.pipeline.work.set_smoothing(settings.smoothing, settings.smoothing_settings())
 
     def calibrate(self) -> None:
-        if self.tracker.pipeline is not None:
-            self.tracker.pipeline.work.calibrate_requested = True
+        self.tracker.calibrate()
 
     def start_recording(self) -> None:
         from stream.outputs import open_recorder

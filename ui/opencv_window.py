@@ -67,7 +67,7 @@ class WindowSession:
         elif action == "toggle_drawing":
             self.window.draw = not self.window.draw
         elif action == "calibrate":
-            pipe.work.calibrate_requested = True
+            self.tracker.calibrate()
         elif action == "toggle_glasses":
             self.window.opts.glasses = not self.window.opts.glasses
         return True
