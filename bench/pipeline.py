@@ -63,7 +63,7 @@ def one_run(source: str, landmarker: str, max_frames: int, realtime: bool) -> di
 
 
 def _subprocess(source: str, landmarker: str, frames: int, realtime: bool) -> dict:
-    code = (f"import json,sys; sys.path.insert(0, {str(ROOT)!r}); from bench.pipeline import one_run; "
+    code = ("import json; from bench.pipeline import one_run; "
             f"print('RESULT' + json.dumps(one_run({source!r}, {landmarker!r}, {frames}, {realtime})))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=3600)
     line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT")), None)

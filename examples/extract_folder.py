@@ -6,10 +6,8 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a clone of the repo
-
-from hihtrack import load_settings  # noqa: E402
-from hihtrack.extract import expand_inputs, plan, run_local  # noqa: E402
+from hihtrack import load_settings
+from hihtrack.extract import expand_inputs, plan, run_local
 
 
 def main() -> int:

@@ -5,11 +5,8 @@ examples do: one line per face and frame.
 """
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a clone of the repo
-
-from hihtrack import FaceTracker  # noqa: E402
+from hihtrack import FaceTracker
 
 
 def main() -> None:

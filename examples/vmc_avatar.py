@@ -5,12 +5,9 @@ from every frame, sent as OSC to the avatar app's VMC receiver port.
 """
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a clone of the repo
-
-from hihtrack import FaceTracker  # noqa: E402
-from stream.senders import build_sender  # noqa: E402
+from hihtrack import FaceTracker
+from stream.senders import build_sender
 
 
 def main() -> None:

@@ -10,12 +10,20 @@
     frame = tracker.process(image_bgr, timestamp_s=t)   # the next frame of a video: tracked, smoothed
 
 Settings are the keys of configs/pipeline.yaml (as keyword arguments, or `load_settings(...)`);
-`extract_all` records landmarks for many videos at once (worker processes or a Ray cluster).
+`hihtrack.extract` records landmarks for many videos at once (worker processes or a Ray cluster).
 """
-from hihtrack.tracker import FaceTracker, InputError, RunSummary, build_parts
-from models.schema import SettingsError, UserError
-from stream.frames import Face, Frame
-from stream.settings import TrackSettings, load_settings
+from importlib import import_module
 
-__all__ = ["FaceTracker", "Face", "Frame", "InputError", "RunSummary", "SettingsError", "TrackSettings", "UserError",
-           "build_parts", "load_settings"]
+# where each public name lives; imported on first use, so `import hihtrack.cli` (the command line)
+# checks its arguments before torch, OpenCV or MediaPipe load
+_EXPORTS = {"FaceTracker": "hihtrack.tracker", "InputError": "hihtrack.tracker", "RunSummary": "hihtrack.tracker",
+            "build_parts": "hihtrack.tracker", "SettingsError": "models.schema", "UserError": "models.schema",
+            "Face": "stream.frames", "Frame": "stream.frames", "TrackSettings": "stream.settings",
+            "load_settings": "stream.settings"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'hihtrack' has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name]), name)

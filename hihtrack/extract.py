@@ -21,8 +21,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
-from models.data import IMAGE_EXTS
-from models.schema import UserError, from_mapping
+from models.schema import IMAGE_EXTS, UserError, from_mapping
 from stream.settings import TrackSettings
 from stream.sources import NETWORK_SCHEMES, VIDEO_EXTS
 
@@ -268,18 +267,21 @@ def run_ray(jobs: list[Job], settings: TrackSettings, fmt: str, address: str, on
     except ImportError:
         raise ExtractError("--ray needs the ray package: pip install -r requirements.txt") from None
     try:
+        # the package travels with the job (Ray's runtime_env): nodes need no checkout at the same path
+        import bench  # noqa: E401 - the packages a worker imports
+        import hihtrack
+        import models
+        import stream
+        import ui
         ray.init(address=None if address == "local" else address, ignore_reinit_error=True, log_to_driver=False,
-                 include_dashboard=False)
+                 include_dashboard=False, runtime_env={"py_modules": [hihtrack, models, stream, ui, bench]})
     except ConnectionError as e:
         raise ExtractError(f"no Ray cluster at {address!r} ({str(e).splitlines()[0][:120]}); start one with "
                            "`ray start --head`, or pass --ray local for a one-machine cluster") from None
-    root = str(Path(__file__).resolve().parents[1])
 
     @ray.remote(num_cpus=1)
     class RayWorker:
         def __init__(self, settings_dict: dict, fmt: str):
-            import sys
-            sys.path.insert(0, root)        # the repo on every node, at the same path (a shared checkout)
             from hihtrack.extract import Extractor
             from models.schema import from_mapping
             from stream.settings import TrackSettings

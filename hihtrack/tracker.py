@@ -240,7 +240,7 @@ class _FailedSource(Source):
 
     def frames(self):
         raise SourceError(self.description)
-        yield   # noqa: unreachable - makes this a generator
+        yield   # makes this a generator (never reached)
 
 
 def _checked_image(image) -> np.ndarray:

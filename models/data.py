@@ -20,10 +20,9 @@ import torch
 
 from models import crop
 from models.degrade import degrade
-from models.schema import UserError
+from models.schema import IMAGE_EXTS, UserError
 from models.schemes import scheme_for
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")     # still images every room reads (folders, photos, datasets)
+
 
 class UserError(Exception):
     """A problem the user can fix (bad setting, path, media, weights, data): printed as one line."""

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from filterpy.common import Q_discrete_white_noise
 
 from models.schema import ranged
 from models.shape import DEFAULT_SHAPE_MODEL, ShapeModel, apply_similarity
@@ -62,6 +61,7 @@ class KalmanSmoother:
         dt = max(timestamp_s - self.t, 1e-3)
         self.t = timestamp_s
         F = np.array([[1.0, dt], [0.0, 1.0]])
+        from filterpy.common import Q_discrete_white_noise  # here: filterpy loads scipy.stats (1.4 s at start-up)
         Q = Q_discrete_white_noise(dim=2, dt=dt, var=self.cfg.process_noise * scale ** 2)
         # predict
         x = self.x @ F.T

@@ -13,8 +13,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from models.data import IMAGE_EXTS
-from models.schema import UserError
+from models.schema import IMAGE_EXTS, UserError
 
 NETWORK_SCHEMES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 LIVE_SCHEMES = ("rtsp://", "rtmp://", "udp://", "tcp://", "srt://")   # http(s) is a file unless said live

@@ -118,7 +118,7 @@ def test_reconnect_gives_up_on_a_stream_that_opens_but_never_decodes(monkeypatch
 
         def frames(self):
             raise SourceError("rtsp://camera/never stopped delivering frames")
-            yield  # noqa: unreachable - a generator
+            yield  # a generator (never reached)
 
     opened = []
     tracker = FaceTracker(reconnect=True, reconnect_attempts=2, landmarker="hih")

@@ -13,6 +13,6 @@ def test_ruff_clean():
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
     if not Path(ruff).exists():
         pytest.skip("ruff is not installed (requirements-dev.txt)")
-    r = subprocess.run([ruff, "check", "run.py", "models", "stream", "ui", "bench", "tests"], cwd=ROOT,
+    r = subprocess.run([ruff, "check", "run.py", "hihtrack", "models", "stream", "ui", "bench", "tests", "examples"], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout

@@ -82,7 +82,6 @@ def test_flip_swaps_left_and_right(tiny_cache):
 
 DDP_SCRIPT = r"""
 import sys, torch, json
-sys.path.insert(0, {root!r})
 from pathlib import Path
 from models.train import Recipe, train
 torch.manual_seed(0)
@@ -101,7 +100,7 @@ def test_ddp_gloo_matches_single_process(tiny_cache, tmp_path):
                                    ("ddp", ddp, [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                                                  "--master_port", "29531"])):
         script = tmp_path / f"{name}.py"
-        script.write_text(DDP_SCRIPT.format(root=str(ROOT), recipe=recipe, cache=str(tiny_cache)))
+        script.write_text(DDP_SCRIPT.format(recipe=recipe, cache=str(tiny_cache)))
         out = tmp_path / name
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         subprocess.run(launcher + [str(script), str(out)], check=True, env=env, timeout=300, capture_output=True)

@@ -1,0 +1,588 @@
+"""hihtrack's command line (`hihtrack ...` once installed, or `python run.py ...` in a checkout).
+
+    python run.py [track] [--source 0|FILE|FOLDER|URL|demo] [--ui opencv|gradio|none] ...
+    python run.py extract VIDEOS... --out DIR [--workers N | --batch-videos N | --ray auto]
+    python run.py train --config configs/hih_small.yaml --data ../shared/data/300w
+    python run.py eval  --weights models/weights/hih_small_300w.pt --data ../shared/data/300w
+    python run.py bench quantization|speed
+    python run.py export --weights W --out model.onnx
+
+The CLI only wires the rooms together; heavy modules are imported by the subcommand that needs
+them, so `train` and `bench speed` also run where only torch + numpy (+ cv2) are installed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from models.schema import UserError
+
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")      # no V4L probing noise on machines without cameras
+os.environ.setdefault("GLOG_minloglevel", "2")          # mediapipe's C++ logging
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ROOT = Path(__file__).resolve().parents[1]     # the checkout (or site-packages): configs/, models/weights/, bench/
+SUBCOMMANDS = ("track", "extract", "train", "eval", "bench", "export", "replay", "fit-shape", "synth-poses", "train-pupils")
+
+
+class CliError(UserError):
+    """A user-facing problem found by the CLI itself: printed as one line, exit status 2."""
+
+
+# flags whose setting lives in a section of configs/pipeline.yaml
+FLAG_SETTINGS = {"host": "gradio.host", "port": "gradio.port", "share": "gradio.share"}
+
+
+def track_settings(args: argparse.Namespace):
+    """configs/pipeline.yaml, then --config on it, then every flag that was given: checked once."""
+    from models.schema import SettingsError
+    from stream.settings import load_settings
+    given = {k: v for k, v in vars(args).items() if k not in ("config", "func", "command") and v is not None}
+    try:
+        return load_settings(args.config, **{FLAG_SETTINGS.get(k, k): v for k, v in given.items()})
+    except SettingsError as e:   # a flag's value: name the flag the user typed
+        msg = str(e)
+        for dest in given:
+            name = FLAG_SETTINGS.get(dest, dest)
+            if msg.startswith((f"{name} ", f"unknown setting '{name}'")):
+                raise SettingsError(f"--{dest.replace('_', '-')}{msg[len(name):]}") from None
+        raise
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from hihtrack import FaceTracker
+
+    settings = track_settings(args)
+    if settings.ui == "gradio":
+        return _serve_web(settings)
+    window = _open_window(settings.ui)
+    with FaceTracker(settings) as tracker:
+        source = tracker.open_source(notify=_notice)
+        outputs = tracker.outputs(source)
+        recorder = next((o for o in outputs if hasattr(o, "lost_rows")), None)
+        print(f"tracking {source.description} with {settings.landmarker} landmarks, {settings.smoothing} smoothing",
+              file=sys.stderr)
+        if window is not None:
+            from ui.opencv_window import WindowSession
+            on_frame = WindowSession(window, tracker, recorder)
+        else:
+            on_frame = _Progress(tracker)
+        try:
+            summary = tracker.run(source, outputs, on_frame, notify=_notice)
+        finally:
+            if window is not None:
+                window.close()
+    if summary.interrupted:
+        print("\ninterrupted", file=sys.stderr)
+    _print_summary(summary, recorder)
+    for skipped in getattr(source, "skipped", []):
+        print(f"skipped {skipped}", file=sys.stderr)
+    if summary.error:
+        raise CliError(summary.error + (" (recording saved)" if recorder else ""))
+    return 0
+
+
+def _notice(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _open_window(ui: str):
+    """The OpenCV window for --ui opencv (and auto, where there is a display), else None."""
+    from ui.opencv_window import DisplayError, OpenCVWindow, check_display
+    if ui == "auto":
+        try:
+            check_display()
+        except DisplayError:
+            print("no display: running without a window (--ui none); progress is printed here", file=sys.stderr)
+            return None
+    return OpenCVWindow() if ui in ("auto", "opencv") else None
+
+
+class _Progress:
+    """--ui none: one status line a second."""
+
+    def __init__(self, tracker):
+        self.tracker, self._last = tracker, 0.0
+
+    def __call__(self, frame) -> None:
+        from ui.draw import stats_lines
+        if time.perf_counter() - self._last > 1.0:
+            self._last = time.perf_counter()
+            pipe = self.tracker.pipeline
+            lines = stats_lines(frame, pipe.stats.fps(), pipe.stats.dropped, self.tracker.settings.smoothing, False)
+            print("\r" + " | ".join(lines[:2]) + "   ", end="", file=sys.stderr, flush=True)
+
+
+def _serve_web(settings) -> int:
+    """--ui gradio: the web app on gradio.host (--host), gradio.port (--port), optional --share link."""
+    import socket
+
+    web = settings.gradio
+    with socket.socket() as sock:
+        try:
+            sock.bind((web.host, web.port))
+        except OSError as e:
+            raise CliError(f"cannot listen on {web.host}:{web.port} ({e.strerror}); pass --port with a free one "
+                           "or --host with an address of this machine") from None
+    from ui.gradio_app import serve
+    print(f"hihtrack web app on http://{web.host}:{web.port}", file=sys.stderr)
+    serve(settings)
+    return 0
+
+
+def _print_summary(s, recorder) -> None:
+    stages = ", ".join(f"{k} {v:.1f} ms" for k, v in s.stage_p50_ms.items())
+    print(f"\n{s.frames} frames ({s.frames_with_face} with a face), {s.fps:.1f} FPS, latency p50 {s.latency_p50_ms:.1f} ms / "
+          f"p95 {s.latency_p95_ms:.1f} ms, dropped {s.dropped}; per-stage p50: {stages}")
+    if recorder is not None:
+        lost = f", {recorder.lost_rows} rows lost to a full queue" if recorder.lost_rows else ""
+        print(f"recorded {recorder.rows} rows to {recorder.path}{lost}")
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    """One recording per input; finished ones skipped; a summary; exit 1 if any input failed."""
+    from tqdm import tqdm
+
+    from hihtrack.extract import expand_inputs, frame_estimate, plan, run_batched, run_local, run_ray
+    from stream.settings import load_settings
+
+    flags = {k: getattr(args, k) for k in ("landmarker", "smoothing", "weights", "device", "backend", "detector",
+                                           "crop_views")}
+    settings = load_settings(args.config, **flags)
+    inputs = expand_inputs(args.inputs)
+    if not inputs:
+        raise CliError("no inputs found; give video files, folders, globs or a list file")
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ".write-test").touch()
+        (out / ".write-test").unlink()
+    except OSError as e:
+        raise CliError(f"cannot write to --out {out} ({e.strerror}); choose a folder you can write to") from None
+    jobs = plan(inputs, out, args.format)
+    todo = [j for j in jobs if not Path(j.output).exists()]
+    print(f"{len(jobs)} inputs, {len(jobs) - len(todo)} already done; writing {args.format} to {out}", file=sys.stderr)
+    bar = tqdm(total=sum(frame_estimate(j.input) for j in todo) or None, unit="frame", desc=f"0/{len(todo)} files",
+               file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
+    finished = []
+
+    def on_result(r):
+        finished.append(r)
+        bar.set_description(f"{len(finished)}/{len(todo)} files")
+        if r.error:
+            tqdm.write(f"failed: {r.input}: {r.error}", file=sys.stderr)
+        elif args.ray:          # Ray workers report per file: the bar moves by whole inputs
+            bar.update(r.frames)
+        return r
+
+    t0 = time.perf_counter()
+    try:
+        batch_videos = args.batch_videos if args.batch_videos >= 0 else _auto_batch_videos(settings)
+        if args.ray:
+            results = run_ray(todo, settings, args.format, args.ray, on_result)
+        elif batch_videos:
+            print(f"{batch_videos} inputs at a time, their faces batched through one network", file=sys.stderr)
+            results = run_batched(todo, settings, args.format, batch_videos, bar.update, on_result)
+        else:
+            results = run_local(todo, settings, args.format, args.workers or max(1, os.cpu_count() or 1),
+                                bar.update, on_result)
+    finally:
+        bar.close()
+        if (out / ".partial").is_dir() and not any((out / ".partial").iterdir()):
+            (out / ".partial").rmdir()
+    wall_s = time.perf_counter() - t0
+    done = {r.input: r for r in results}
+    print(f"{'input':40s} {'frames':>7s} {'w/ face':>7s} {'fps':>6s}  result")
+    for job in jobs:
+        r = done.get(job.input)
+        if r is None:
+            print(f"{job.input[-40:]:40s} {'':>7s} {'':>7s} {'':>6s}  skipped: {job.output} already done")
+        elif r.error:
+            print(f"{job.input[-40:]:40s} {'':>7s} {'':>7s} {'':>6s}  error: {r.error}")
+        else:
+            print(f"{job.input[-40:]:40s} {r.frames:7d} {r.frames_with_face:7d} {r.fps:6.1f}  {r.output}")
+    failed = [r for r in results if r.error]
+    frames = sum(r.frames for r in results)
+    print(f"{len(results) - len(failed)} extracted, {len(jobs) - len(todo)} skipped, {len(failed)} failed; "
+          f"{frames} frames in {wall_s:.1f} s = {frames / max(wall_s, 1e-9):.1f} frames/s overall")
+    return 1 if failed else 0
+
+
+def _auto_batch_videos(settings) -> int:
+    """Cross-video batching where it pays: the hih network on a GPU (32 inputs at once); 0 on a CPU,
+    where one worker process per core is faster."""
+    from models.engine import resolve_device
+    return 32 if settings.landmarker == "hih" and resolve_device(settings.device).type == "cuda" else 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Play a recording back over its video (or a blank canvas), in a window or as a summary."""
+    from stream.recorders import load_recording, recorded_frames
+    from stream.sources import open_source
+
+    rec = load_recording(args.file)
+    video = open_source(args.video).frames() if args.video else None
+    window = _open_window(args.ui)
+    shown = 0
+    for frame in recorded_frames(rec, video, notify=_notice):
+        shown += 1
+        if window is not None and window.show(frame, [f"replay {args.file} frame {frame.index}"]) == "quit":
+            break
+    if window is not None:
+        window.close()
+    n_faces = int((rec["face_id"] >= 0).sum())
+    print(f"replayed {shown} frames, {n_faces} face observations, {rec['landmarks'].shape[2]} points per face")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from models.engine import LandmarkEngine
+    from models.weights import WeightsError, export_onnx
+
+    try:
+        eng = LandmarkEngine(args.weights, "cpu")
+    except WeightsError as e:
+        raise CliError(str(e)) from None
+    try:
+        export_onnx(eng.net, Path(args.out), eng.input_px)
+    except OSError as e:
+        raise CliError(f"cannot write {args.out} ({e.strerror or e.__class__.__name__}); choose a writable --out") from None
+    print(f"wrote {args.out}: input 'image' (N,3,{eng.input_px},{eng.input_px}) ImageNet-normalised RGB; "
+          "outputs 'heatmap' (last integer heatmap) and 'decimal' (decimal logits)")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+    import yaml
+
+    from models.schema import deep_merge, dotted, read_yaml
+    from models.train import Recipe, train
+
+    overrides = {}
+    for item in args.set or []:  # e.g. --set optim.lr=0.002
+        key, eq, value = item.partition("=")
+        if not eq or "." not in key:
+            raise CliError(f"--set {item!r}: write SECTION.KEY=VALUE, e.g. --set optim.lr=0.002")
+        overrides[key] = yaml.safe_load(value)
+    recipe = Recipe.from_dict(deep_merge(read_yaml(args.config), dotted(overrides)))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    state = train(recipe, args.data, Path(args.out), args.device, Path(args.resume) if args.resume else None,
+                  Path(args.cache) if args.cache else None, init=Path(args.init) if args.init else None)
+    print(f"done: {state['epoch']} epochs, {state['step']} steps, {state['elapsed_s'] / 60:.1f} min, "
+          f"best val NME {state['best_nme']:.2f}; weights in {args.out}/best.pt")
+    return 0
+
+
+def cmd_fit_shape(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from models.data import load_faces
+    from models.shape import fit_shape_model
+    faces = load_faces(args.data, "train")
+    model = fit_shape_model(np.stack([f.landmarks_px for f in faces]).astype(np.float64), args.components)
+    model.save(Path(args.out))
+    share = model.sd ** 2 / (model.sd ** 2).sum()
+    print(f"wrote {args.out}: {len(faces)} training shapes, {len(model.sd)} components "
+          f"(the first 8 / 20 hold {share[:8].sum():.0%} / {share[:20].sum():.0%} of the kept variance)")
+    return 0
+
+
+def cmd_synth_poses(args: argparse.Namespace) -> int:
+    from models.data import CacheSpec, load_faces
+    from models.profiling import contact_sheet, synthesize
+
+    out = Path(args.out)
+    faces = load_faces(args.data, "train")[:args.limit or None]
+    counts = synthesize(faces, out, CacheSpec(args.side_px, args.box_scale), seed=args.seed)
+    contact_sheet(out, out / "contact_sheet.png")
+    print(f"wrote {counts['views']} synthetic views of {counts['source_faces'] - counts['skipped_faces']} faces "
+          f"({counts['skipped_faces']} skipped: no mesh, a mesh that disagrees with the annotation, or turned past "
+          f"the fit's limit) to {out}; look at {out / 'contact_sheet.png'} before training")
+    return 0
+
+
+def cmd_train_pupils(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from models.pupils import PupilTrainConfig, train_pupils, training_data
+    from models.weights import save_checkpoint
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    synth = Path(args.synth).expanduser()
+    if not (synth / "meta.json").is_file():
+        raise CliError(f"no synthetic cache at {synth}; make one with `run.py synth-poses --out {synth}`")
+    train, val = training_data(args.data, synth)
+    print(f"pupil training: {len(train[0])} faces, validation: {len(val[0])} faces (MediaPipe iris pseudo-labels)")
+    cfg = PupilTrainConfig(steps=args.steps)
+    net, report = train_pupils(*train, val, cfg)
+    out = Path(args.out)
+    save_checkpoint({"state_dict": net.state_dict(), "config": cfg.__dict__, **report}, out)
+    Path(str(out) + ".log.json").write_text(json.dumps(report, indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from models.data import load_faces
+    from models.engine import VIEWS
+    from models.evaluate import COMPETITORS, PROTOCOLS, evaluate, write_report
+    from models.train import DECODES
+
+    protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
+    decodes = _choices("--decodes", args.decodes, DECODES)
+    competitors = _choices("--competitors", args.competitors, COMPETITORS)
+    views = [int(v) for v in _choices("--views", args.views, [str(k) for k in VIEWS])]
+    faces = load_faces(args.data, "test")
+    if args.limit:
+        faces = faces[: args.limit]
+    for protocol in protocols:
+        res = evaluate(faces, args.weights, competitors, decodes, args.device, args.dlib_python, protocol,
+                       views=views, log=_notice)
+        title = f"{args.title or f'{Path(args.data).name} ({len(faces)} faces)'}, {protocol} protocol"
+        print(write_report(res, Path(args.out), title), flush=True)
+    return 0
+
+
+def _choices(flag: str, value: str, allowed) -> list[str]:
+    """A comma list whose items must all be allowed ('' = none)."""
+    items = [v.strip() for v in value.split(",") if v.strip()] if value else []
+    bad = [v for v in items if v not in allowed]
+    if bad:
+        raise CliError(f"{flag}: {', '.join(bad)} unknown; choose from {', '.join(allowed)}")
+    return items
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if args.what == "quantization":
+        from bench.quantization import study, write
+        data = Path(args.data) if args.data else ROOT.parent / "shared/data"
+        sets = {name: data / name for name in ("300w", "wflw") if (data / name).exists()}
+        if not sets:
+            raise CliError(f"no annotated sets (300w/, wflw/) under {data}; pass --data ../shared/data")
+        print(write(study(sets, log=_notice), out))
+    elif args.what == "accuracy":   # the eval command with its defaults: ours vs MediaPipe and PFLD, both test sets
+        data = Path(args.data) if args.data else ROOT.parent / "shared/data"
+        for name, title in (("300w", "300-W common (554 faces)"), ("wflw", "WFLW-206 hard faces, 98-to-68")):
+            if (data / name).exists():
+                cmd_eval(build_parser().parse_args(["eval", "--data", str(data / name), "--title", title, "--out", str(out)]))
+    elif args.what == "jitter":
+        from dataclasses import asdict
+
+        from bench.jitter import run_jitter
+        from stream.settings import load_settings
+        settings = load_settings()
+        print(run_jitter(out, args.faces, Path(args.data) / "300w" if args.data else None,
+                         defaults={m: asdict(getattr(settings, m)) for m in ("kalman", "one_euro", "shape")},
+                         weights=Path(args.weights) if args.weights else None,
+                         log=lambda m: print(m, file=sys.stderr, flush=True)))
+    elif args.what == "pipeline":
+        from bench.pipeline import run_pipeline_bench
+        print(run_pipeline_bench(out, args.minutes))
+    elif args.what == "extract":
+        from bench.extract import run_extract_bench
+        print(run_extract_bench(out, args.clips, args.frames, log=lambda m: print(m, file=sys.stderr, flush=True)))
+    elif args.what == "web":
+        from bench.web import run_web_bench, run_web_soak
+        log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+        print(run_web_bench(out, args.seconds, log=log))
+        if args.soak_minutes:
+            print(run_web_soak(out, args.soak_minutes, log=log))
+    elif args.what == "speed":
+        from bench.speed import run_speed
+        print(run_speed(args.device, out, quick=args.quick))
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (no usage block) like every other error."""
+
+    def error(self, message: str):
+        print(f"error: {message}; see `{self.prog} --help`", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _bounded(lo: int, hi: int):
+    """An argparse type: a whole number in [lo, hi]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is out of range {lo}..{hi}")
+        return value
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="hihtrack", description="hihtrack: real-time face landmarks with Heatmap-In-Heatmap")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+
+    tr = sub.add_parser("track", help="track faces live (the default)")
+    tr.add_argument("--source", help="camera index, video file, image folder, URL, demo or demo:N (default: webcam, else demo)")
+    tr.add_argument("--ui", help="auto | opencv | gradio | none (auto: a window when there is a display)")
+    tr.add_argument("--host", help="gradio: interface to bind (default 127.0.0.1)")
+    tr.add_argument("--port", type=int, help="gradio: port (default 7860)")
+    tr.add_argument("--share", action="store_true", default=None, help="gradio: also make a public share link")
+    tr.add_argument("--landmarker", help="hih | mediapipe")
+    tr.add_argument("--weights", help="HIH weights: small (the default, models/weights/hih_small_300w.pt), fast, or a file")
+    tr.add_argument("--device", help="auto | cpu | cuda[:i]")
+    tr.add_argument("--precision", help="fp32 | fp16 | bf16")
+    tr.add_argument("--backend", help="CPU inference: torch | onnxruntime")
+    tr.add_argument("--threads", type=int)
+    tr.add_argument("--crop-views", dest="crop_views", type=int,
+                    help="1 | 2 | 4 HIH crops per face (staggered half a cell, mirrored), averaged: steadier, more accurate, slower; "
+                         "0: 2 on a GPU, 1 on a CPU")
+    tr.add_argument("--smoothing", help="shape | kalman | one_euro | none")
+    tr.add_argument("--detector", help="blazeface | haar")
+    tr.add_argument("--record", help="write landmarks to PATH (.csv, .jsonl or .npz)")
+    tr.add_argument("--record-video", dest="record_video", help="write the annotated video to PATH.mp4 (PyAV)")
+    tr.add_argument("--calibration", help="expression calibration profile (JSON): loaded if it exists, saved when you "
+                    "calibrate (c key / button)")
+    tr.add_argument("--send", action="append", help="osc://host:port (VMC), udp://host:port or ws://host:port; repeatable")
+    tr.add_argument("--record-format", dest="record_format", help="csv | jsonl | npz (default: from the extension)")
+    tr.add_argument("--overwrite", action="store_true", default=None, help="replace an existing recording")
+    tr.add_argument("--max-frames", dest="max_frames", type=int, help="stop after N frames")
+    tr.add_argument("--realtime", action="store_true", default=None,
+                    help="pace a file (local or http) at its own frame rate, dropping frames like a camera; "
+                         "without it a file keeps every frame")
+    tr.add_argument("--live", action="store_true", default=None,
+                    help="an http(s) URL is a live stream (drop frames, allow --reconnect), not a file")
+    tr.add_argument("--reconnect", action="store_true", default=None, help="reopen a camera that stops")
+    tr.add_argument("--demo-frames", dest="demo_frames", type=int)
+    tr.add_argument("--folder-mode", dest="folder_mode",
+                    help="an image folder is: auto (decide from sizes and content) | stills (unrelated photos) | video (frames)")
+    tr.add_argument("--config", help="pipeline YAML (default configs/pipeline.yaml); flags win over it")
+    tr.set_defaults(func=cmd_track)
+
+    xt = sub.add_parser("extract", help="landmarks for many videos: one recording per input, resumable, parallel or on Ray")
+    xt.add_argument("inputs", nargs="+", help="video files, folders, globs (quoted) or list files (.txt: one input per line)")
+    xt.add_argument("--out", required=True, help="folder for the recordings (named after the inputs)")
+    xt.add_argument("--format", default="csv", choices=("csv", "jsonl", "npz"))
+    xt.add_argument("--workers", type=_bounded(0, 64), default=0, help="worker processes (0: one per core)")
+    xt.add_argument("--batch-videos", dest="batch_videos", type=_bounded(-1, 1024), default=-1,
+                    help="track N inputs at once in one process, their faces batched through one network "
+                         "(-1: 32 on a GPU, off on a CPU; 0: off)")
+    xt.add_argument("--ray", help="run on a Ray cluster: auto (the running one), ADDRESS, or local (start one here)")
+    for flag in ("landmarker", "smoothing", "weights", "device", "backend", "detector", "config"):
+        xt.add_argument(f"--{flag}", help=f"as for track (configs/pipeline.yaml: {flag})")
+    xt.add_argument("--crop-views", dest="crop_views", type=int, help="as for track (configs/pipeline.yaml: crop_views)")
+    xt.set_defaults(func=cmd_extract)
+
+    ex = sub.add_parser("export", help="export the inference graph to ONNX")
+    ex.add_argument("--weights", default=str(ROOT / "models/weights/hih_small_300w.pt"))
+    ex.add_argument("--out", default="hih_small.onnx")
+    ex.set_defaults(func=cmd_export)
+
+    rp = sub.add_parser("replay", help="play a recording back over its video or a blank canvas")
+    rp.add_argument("file")
+    rp.add_argument("--video", help="the source the recording was made from")
+    rp.add_argument("--ui", default="auto", choices=("auto", "opencv", "none"),
+                    help="auto: a window where there is a display, else only the summary")
+    rp.set_defaults(func=cmd_replay)
+
+    ev = sub.add_parser("eval", help="NME / FR / AUC / CED on held-out annotated faces, with competitors")
+    ev.add_argument("--weights", default=str(ROOT / "models/weights/hih_small_300w.pt"))
+    ev.add_argument("--data", default=str(ROOT.parent / "shared/data/300w"),
+                    help="300-W root (test = helen_testset + lfpw_testset), a .pts folder, or a WFLW folder/list")
+    ev.add_argument("--competitors", default="mediapipe,pfld", help="comma list: mediapipe, pfld, dlib ('' for none)")
+    ev.add_argument("--dlib-python", dest="dlib_python", help="python of the benchmark env that has dlib (bench/dlib_landmarks.py)")
+    ev.add_argument("--decodes", default="hih,dark,centroid,argmax", help="decodes of our network to report")
+    ev.add_argument("--views", default="1,2", help="crop views per face to report with the hih decode (1, 2, 4)")
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--protocol", default="both", choices=("both", "detector", "gt-box"),
+                    help="detector: the project's detector + refinement (what a user gets); gt-box: ground-truth squares")
+    ev.add_argument("--limit", type=_bounded(0, 1_000_000), default=0, help="only the first N test faces (0: all)")
+    ev.add_argument("--title")
+    ev.add_argument("--out", default=str(ROOT / "bench/results"))
+    ev.set_defaults(func=cmd_eval)
+
+    b = sub.add_parser("bench", help="benchmarks: quantization | speed | jitter | pipeline | accuracy | extract | web "
+                                                "(tables, JSON and plots in bench/results)")
+    b.add_argument("what", choices=("quantization", "speed", "jitter", "pipeline", "accuracy", "extract", "web"))
+    b.add_argument("--clips", type=_bounded(1, 1000), default=6, help="extract: demo clips to extract")
+    b.add_argument("--frames", type=_bounded(1, 100_000), default=150, help="extract: frames per clip")
+    b.add_argument("--seconds", type=_bounded(5, 600), default=20, help="web: measuring window per transport")
+    b.add_argument("--soak-minutes", dest="soak_minutes", type=_bounded(0, 600), default=0,
+                   help="web: then stream for N minutes with tabs opening/closing and uploads, watching memory/threads/disk")
+    b.add_argument("--minutes", type=float, default=5.0, help="pipeline: length of the real-time paced run")
+    b.add_argument("--faces", type=_bounded(1, 200), default=4, help="jitter: real test faces to animate")
+    b.add_argument("--data", help="folder holding 300w/ and wflw/ (default ../shared/data)")
+    b.add_argument("--device", default="cpu", help="speed: cpu | cuda")
+    b.add_argument("--quick", action="store_true", help="speed: fewer repetitions")
+    b.add_argument("--weights", help="jitter: HIH weights to measure (default: the shipped ones)")
+    b.add_argument("--out", default=str(ROOT / "bench/results"))
+    b.set_defaults(func=cmd_bench)
+
+    t = sub.add_parser("train", help="train an HIH model")
+    t.add_argument("--config", default=str(ROOT / "configs/hih_small.yaml"))
+    t.add_argument("--data", default=str(ROOT.parent / "shared/data/300w"))
+    t.add_argument("--cache", help="pre-cropped face cache folder (built by models.data.build_cache)")
+    t.add_argument("--out", default="runs/train")
+    t.add_argument("--device", default="auto")
+    t.add_argument("--resume", help="checkpoint (last.pt) to continue from")
+    t.add_argument("--init", help="start from these weights (e.g. the shipped ones) with a fresh optimizer: fine-tuning")
+    t.add_argument("--threads", type=_bounded(0, 256), default=0)
+    t.add_argument("--set", action="append", help="override a recipe value, e.g. optim.lr=0.002")
+    t.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("synth-poses", help="large-pose training faces made from the annotated ones (face profiling), "
+                        "cached outside the repo; resumable")
+    sp.add_argument("--data", default=str(ROOT.parent / "shared/data/300w"))
+    sp.add_argument("--out", default=str(Path.home() / ".cache/hihtrack/synth-poses"))
+    sp.add_argument("--limit", type=_bounded(0, 1_000_000), default=0, help="only the first N faces (0 = all)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--side-px", type=_bounded(64, 1024), default=256, help="stored crop side, as the training cache")
+    sp.add_argument("--box-scale", type=float, default=1.8, help="stored square / landmark-box side, as the training cache")
+    sp.set_defaults(func=cmd_synth_poses)
+
+    tp = sub.add_parser("train-pupils", help="train the pupil network on eye crops (MediaPipe iris pseudo-labels "
+                        "on the 300-W training faces and their synthetic views)")
+    tp.add_argument("--data", default=str(ROOT.parent / "shared/data/300w"))
+    tp.add_argument("--synth", default=str(Path.home() / ".cache/hihtrack/synth-poses"))
+    tp.add_argument("--steps", type=_bounded(1, 1_000_000), default=3000)
+    tp.add_argument("--threads", type=_bounded(0, 256), default=0)
+    tp.add_argument("--out", default=str(ROOT / "models/weights/pupils_300w.pt"))
+    tp.set_defaults(func=cmd_train_pupils)
+
+    fs = sub.add_parser("fit-shape", help="fit the shape model the 'shape' stabilizer uses (aligned PCA of training shapes)")
+    fs.add_argument("--data", default=str(ROOT.parent / "shared/data/300w"))
+    fs.add_argument("--components", type=int, default=40)
+    fs.add_argument("--out", default=str(ROOT / "models/weights/shape_300w.npz"))
+    fs.set_defaults(func=cmd_fit_shape)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in SUBCOMMANDS + ("-h", "--help"):
+        argv.insert(0, "track")
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)     # a service manager's stop ends like Ctrl-C: outputs closed, summary printed
+    try:
+        return args.func(args)
+    except UserError as e:      # settings, paths, media, weights, data: every room's user-facing errors
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+def _terminate(signum, _frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)    # once: a second TERM must not cut the cleanup short
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    sys.exit(main())
