@@ -221,7 +221,7 @@ class ExpressionEstimator:
         """ARKit eyeLook{In,Out,Up,Down}{Left,Right} from each pupil's place in its eye against the neutral."""
         n = self.neutral
         for side, blink in (("l", blink_l), ("r", blink_r)):
-            if blink < GAZE_HOLD_BLINK or not self._gaze:      # a closing lid hides the pupil: hold the last gaze
+            if blink < GAZE_HOLD_BLINK or f"h_{side}" not in self._gaze:   # a closing lid hides the pupil: hold the last gaze
                 self._gaze[f"h_{side}"] = m[f"gaze_h_{side}"] - n[f"gaze_h_{side}"]
                 self._gaze[f"v_{side}"] = m[f"gaze_v_{side}"] - n[f"gaze_v_{side}"]
         g = dict(self._gaze)

@@ -144,3 +144,11 @@ def test_recordings_carry_the_pupils_as_points_68_and_69(tmp_path):
     data = load_recording(tmp_path / "r.csv")
     lm = data["landmarks"]
     assert np.allclose(lm[0, 0, 68:], [[10, 11], [20, 21]]) and np.isnan(lm[1, 0, 68:]).all()
+
+
+def test_a_face_first_seen_with_shut_eyes_still_gets_gaze_values():
+    pts = _face68()
+    closed = pts.copy()
+    closed[[37, 38, 43, 44], 1] = closed[[41, 40, 47, 46], 1]
+    shapes = ExpressionEstimator().blendshapes(closed, 0.0, _eye_centres(pts))
+    assert shapes["eyeBlinkLeft"] > 0.8 and "eyeLookInLeft" in shapes and "eyeLookInRight" in shapes
