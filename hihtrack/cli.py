@@ -397,6 +397,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(run_web_bench(out, args.seconds, log=log))
         if args.soak_minutes:
             print(run_web_soak(out, args.soak_minutes, log=log))
+    elif args.what == "startup":
+        from bench.startup import run_startup_bench
+        print(run_startup_bench(out))
     elif args.what == "speed":
         from bench.speed import run_speed
         print(run_speed(args.device, out, quick=args.quick))
@@ -509,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks: quantization | speed | jitter | pipeline | accuracy | extract | web "
                                                 "(tables, JSON and plots in bench/results)")
-    b.add_argument("what", choices=("quantization", "speed", "jitter", "pipeline", "accuracy", "extract", "web"))
+    b.add_argument("what", choices=("quantization", "speed", "jitter", "pipeline", "accuracy", "extract", "web", "startup"))
     b.add_argument("--clips", type=_bounded(1, 1000), default=6, help="extract: demo clips to extract")
     b.add_argument("--frames", type=_bounded(1, 100_000), default=150, help="extract: frames per clip")
     b.add_argument("--seconds", type=_bounded(5, 600), default=20, help="web: measuring window per transport")
