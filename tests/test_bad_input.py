@@ -176,13 +176,36 @@ CASES = [
 ]
 
 
-def run_cli(argv, files):
-    argv = [a.format(**{k: str(v) for k, v in files.items()}) for a in argv]
-    if argv[0] not in ("replay", "export", "train", "eval", "bench", "fit-shape", "extract"):
-        argv = ["track", "--ui", "none", *argv] if "--ui" not in argv else ["track", *argv]
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    return subprocess.run([sys.executable, str(ROOT / "run.py"), *argv], capture_output=True, text=True,
-                          timeout=TIME_LIMIT_S, env=env, cwd=files["tmp"])
+@dataclasses.dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run_cli(files, capfd, monkeypatch):
+    """The command line in this process (`hihtrack.cli.main(argv)`): what it prints to either stream, its
+    exit status, and any exception that escapes it (a traceback fails the test); pytest-timeout bounds it.
+    A few cases run as real subprocesses in test_cli.py."""
+    from hihtrack.cli import main
+    monkeypatch.chdir(files["tmp"])
+    for var in ("DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(var, raising=False)
+
+    def run(argv) -> Ran:
+        argv = [a.format(**{k: str(v) for k, v in files.items()}) for a in argv]
+        if argv[0] not in ("replay", "export", "train", "eval", "bench", "fit-shape", "extract", "synth-poses",
+                           "train-pupils"):
+            argv = ["track", "--ui", "none", *argv] if "--ui" not in argv else ["track", *argv]
+        capfd.readouterr()
+        try:
+            code = main(argv)
+        except SystemExit as e:          # argparse's own exits (its errors are one line too)
+            code = e.code
+        out, err = capfd.readouterr()
+        return Ran(code, out, err)
+    return run
 
 
 def assert_one_line(r, words):
@@ -195,9 +218,9 @@ def assert_one_line(r, words):
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line(case, files):
+def test_bad_input_is_one_line(case, run_cli):
     _, argv, words = case
-    assert_one_line(run_cli(argv, files), words)
+    assert_one_line(run_cli(argv), words)
 
 
 def test_the_table_is_large():
@@ -213,7 +236,7 @@ def test_a_partial_config_layers_on_the_defaults(files):
     assert s.smoothing == "kalman" and s.tracking.detect_every == 10 and s.gradio.port == 7860
 
 
-def test_an_oversized_image_in_a_folder_is_skipped_and_named(files, tmp_path):
+def test_an_oversized_image_in_a_folder_is_skipped_and_named(files, tmp_path, run_cli):
     import shutil
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -221,7 +244,7 @@ def test_an_oversized_image_in_a_folder_is_skipped_and_named(files, tmp_path):
     import cv2
     import skimage.data
     cv2.imwrite(str(folder / "b_astronaut.png"), skimage.data.astronaut()[:, :, ::-1])
-    r = run_cli(["--source", str(folder), "--folder-mode", "stills"], files)
+    r = run_cli(["--source", str(folder), "--folder-mode", "stills"])
     assert r.returncode == 0, r.stderr
     assert "skipped a_huge.png" in r.stderr and "megapixel" in r.stderr
 
@@ -286,7 +309,7 @@ def test_generated_bad_configs_get_a_clean_error(case):
     assert name.split(".")[-1].split("[")[0] in msg or "unknown setting" in msg, (config, msg)
 
 
-def test_replay_keeps_a_recording_cut_mid_row_and_a_shorter_video(files, tmp_path):
+def test_replay_keeps_a_recording_cut_mid_row_and_a_shorter_video(files, tmp_path, run_cli):
     """A recorder killed mid-row leaves a last line cut short: replay keeps every complete row. A video
     shorter than the recording: the rest is drawn on a blank canvas, said once."""
     import shutil
@@ -300,7 +323,7 @@ def test_replay_keeps_a_recording_cut_mid_row_and_a_shorter_video(files, tmp_pat
     short = tmp_path / "short.mp4"
     demo = DemoSource(frames=1)
     write_video(short, [demo.render(0)])
-    r = run_cli(["replay", str(cut), "--video", str(short), "--ui", "none"], files)
+    r = run_cli(["replay", str(cut), "--video", str(short), "--ui", "none"])
     assert r.returncode == 0, r.stderr
     assert "replayed 2 frames" in r.stdout and "blank canvas" in r.stderr
 
