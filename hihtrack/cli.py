@@ -518,7 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("what", choices=("quantization", "speed", "jitter", "pipeline", "accuracy", "extract", "web", "startup", "avatar"))
     b.add_argument("--clips", type=_bounded(1, 1000), default=6, help="extract: demo clips to extract")
     b.add_argument("--frames", type=_bounded(1, 100_000), default=150, help="extract: frames per clip")
-    b.add_argument("--seconds", type=_bounded(5, 600), default=20, help="web: measuring window per transport; avatar: seconds per landmarker")
+    b.add_argument("--seconds", type=_bounded(5, 600), default=20,
+                   help="web: measuring window per transport; avatar: seconds per landmarker")
     b.add_argument("--soak-minutes", dest="soak_minutes", type=_bounded(0, 600), default=0,
                    help="web: then stream for N minutes with tabs opening/closing and uploads, watching memory/threads/disk")
     b.add_argument("--minutes", type=float, default=5.0, help="pipeline: length of the real-time paced run")
