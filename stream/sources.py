@@ -190,6 +190,9 @@ class FolderSource(Source):
                 self.skipped.append(f"{p.name}: {problem or 'unreadable'}")
                 continue
             yield _to_bgr(img), i / self.fps
+        if len(self.skipped) == len(self.paths):
+            raise SourceError(f"none of the {len(self.paths)} image(s) could be read ({self.skipped[0]}"
+                              f"{', …' if len(self.skipped) > 1 else ''}); check the files are whole images")
 
 
 def image_problem(path: Path, max_pixels: float) -> str | None:

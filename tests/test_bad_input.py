@@ -64,6 +64,10 @@ def files(tmp_path_factory):
     put("a_file", "x")
     (d / "no_images").mkdir()
     f["no_images"] = d / "no_images"
+    (d / "all_refused").mkdir()                  # every image in it is damaged: nothing was tracked
+    for name in ("a.jpg", "b.png"):
+        (d / "all_refused" / name).write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(400))
+    f["all_refused"] = d / "all_refused"
     put("truncated.csv", "frame,timestamp,face_id\n0,0.0,")
     put("truncated.npz", b"PK\x03\x04" + os.urandom(100))
     rec = d / "good.csv"
@@ -138,6 +142,8 @@ CASES = [
     ("image-damaged", ["--source", "{damaged_jpg}"], ["cannot read image"]),
     ("image-bomb-header", ["--source", "{huge_png}"], ["too large", "megapixel"]),
     ("folder-no-images", ["--source", "{no_images}"], ["no images"]),
+    ("folder-all-refused", ["--source", "{all_refused}"], ["none of the 2 image"]),
+    ("send-unresolvable-host", ["--source", "demo", "--send", "udp://no-such-host.invalid:9000"], ["cannot open"]),
     ("url-refused", ["--source", "http://127.0.0.1:9/clip.mp4"], ["cannot open"]),
     ("rtsp-refused", ["--source", "rtsp://127.0.0.1:9/live"], ["cannot open"]),
     # ---- replay
