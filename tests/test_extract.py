@@ -76,6 +76,7 @@ def test_a_killed_run_leaves_nothing_that_looks_finished(tmp_path):
     assert _frames_in(out / "long.jsonl") == 240
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("ray", path=str(Path(sys.executable).parent)) is None, reason="ray is not installed")
 def test_extract_through_a_local_ray_cluster(videos, tmp_path):
     """CI's cluster: a head with 2 CPUs started as a user would (`ray start --head`), then --ray auto."""

@@ -85,8 +85,9 @@ def test_receivers_get_well_formed_packets_paced_by_the_source(tmp_path):
     assert {"Blink", "Blink_L", "Blink_R", "A", "I", "U", "E", "O", "Joy"} <= names     # VRM presets by default
     assert all(0.0 <= v <= 1.0 for _, v in got["blend"])
     assert got["apply"] > 60 and len(got["bone"]) > 60
-    head = got["bone"][-1]
-    assert head[0] == "Head" and abs(np.linalg.norm(head[4:8]) - 1) < 1e-3   # a unit quaternion
+    head = [b for b in got["bone"] if b[0] == "Head"][-1]
+    assert abs(np.linalg.norm(head[4:8]) - 1) < 1e-3                     # a unit quaternion
+    assert {"LeftEye", "RightEye"} <= {b[0] for b in got["bone"]}        # the eyes follow the pupils
     packets = [p for _, p in got["udp"]]
     assert len(packets) > 60
     p = packets[-1]
@@ -149,7 +150,7 @@ def test_ctrl_c_closes_files_cleanly(tmp_path):
     assert proc.returncode == 0, stderr
     assert "recorded" in stdout
     data = load_recording(out)
-    assert len(data["frame"]) > 10 and data["landmarks"].shape[2:] == (68, 2)
+    assert len(data["frame"]) > 10 and data["landmarks"].shape[2:] == (70, 2)   # 68 points and 2 pupils
 
 
 @pytest.mark.e2e
