@@ -61,6 +61,8 @@ class DataConfig:
                                    # views of held-out faces join the validation set, never the training set
     balance_power: float = ranged(0.0, 0.0, 1.0)   # sample faces by 1 / (faces in their pose bin) ** power:
                                    # 0 = uniform, 1 = every yaw bin equally often
+    synth_share: float = ranged(0.0, 0.0, 1.0)     # > 0: this share of each epoch's samples is synthetic, the rest
+                                   # real (0 = in proportion to their counts); near-frontal accuracy needs real faces
 
 
 @dataclass
@@ -172,6 +174,18 @@ def yaw_proxy(landmarks: torch.Tensor) -> torch.Tensor:
     return (along(landmarks[:, 30] - landmarks[:, 0]) / span.where(span.abs() > 1e-6, torch.ones_like(span))).clamp(0, 1) - 0.5
 
 
+def sampling_weights(landmarks: torch.Tensor, n_real: int, cfg: DataConfig) -> torch.Tensor | None:
+    """(N,) sampling weights for the training faces (real first, then synthetic), or None for plain
+    shuffling: pose balance within each kind, then the synthetic share of the whole."""
+    if cfg.balance_power <= 0 and cfg.synth_share <= 0:
+        return None
+    w = pose_balance_weights(landmarks, cfg.balance_power) if cfg.balance_power > 0 else torch.ones(len(landmarks))
+    if cfg.synth_share > 0 and len(landmarks) > n_real:
+        w[:n_real] *= (1 - cfg.synth_share) / w[:n_real].sum()
+        w[n_real:] *= cfg.synth_share / w[n_real:].sum()
+    return w
+
+
 def pose_balance_weights(landmarks: torch.Tensor, power: float, bins: int = 10) -> torch.Tensor:
     """(N,) sampling weights: 1 / (faces in the same |yaw proxy| bin) ** power."""
     b = (yaw_proxy(landmarks).abs() * 2 * bins).long().clamp(0, bins - 1)
@@ -210,12 +224,14 @@ def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = 
     n_val = recipe.data.val_faces
     tr = D.FaceCache(full.images[perm[n_val:]], full.landmarks[perm[n_val:]], [])
     val = D.FaceCache(full.images[perm[:n_val]], full.landmarks[perm[:n_val]], []) if n_val else tr
+    n_real = len(tr)
     if recipe.data.synth:
         tr, val = _mix_synthetic(tr, val, Path(recipe.data.synth).expanduser(), perm[:n_val])
-    weights = pose_balance_weights(tr.landmarks, recipe.data.balance_power) if recipe.data.balance_power > 0 else None
+    weights = sampling_weights(tr.landmarks, n_real, recipe.data)
     if rank == 0:
-        log(f"training on {len(tr)} faces, validating on {len(val)}"
-            + (f"; pose-balanced sampling (power {recipe.data.balance_power})" if weights is not None else ""))
+        log(f"training on {len(tr)} faces ({n_real} real), validating on {len(val)}"
+            + (f"; pose-balanced sampling (power {recipe.data.balance_power}), synthetic share "
+               f"{float(weights[n_real:].sum() / weights.sum()):.2f}" if weights is not None else ""))
     if dev.type == "cuda":  # the whole cache fits on the GPU; augmentation then never leaves it
         tr.images, val.images = tr.images.to(dev), val.images.to(dev)
 

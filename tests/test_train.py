@@ -167,3 +167,20 @@ def test_init_from_a_wider_checkpoint_is_slimmed(tmp_path):
     deeper = replace(narrow, depth=3)                      # not a slimming: the checkpoint is refused as it is
     with pytest.raises(WeightsError):
         load_into(build_network(deeper), _init_state(tmp_path / "w.pt", deeper), "w.pt")
+
+
+def test_sampling_weights_give_the_synthetic_share_and_balance_poses():
+    from models.train import DataConfig, sampling_weights
+    gen = torch.Generator().manual_seed(0)
+    frontal = torch.randn(100, 68, 2, generator=gen) + torch.tensor([0.0, 0.0])
+    frontal[:, 0], frontal[:, 16], frontal[:, 30] = torch.tensor([-50.0, 0]), torch.tensor([50.0, 0]), torch.tensor([0.0, 10])
+    frontal[:, 36], frontal[:, 45] = torch.tensor([-30.0, -20]), torch.tensor([30.0, -20])
+    turned = frontal[:40].clone()
+    turned[:, 30] = torch.tensor([-40.0, 10])                     # nose near the jaw's end: a profile
+    lms = torch.cat([frontal, turned])                             # 100 real (frontal), 40 synthetic (turned)
+    assert sampling_weights(lms, 100, DataConfig()) is None
+    w = sampling_weights(lms, 100, DataConfig(synth_share=0.3))
+    assert float(w[100:].sum() / w.sum()) == pytest.approx(0.3)
+    both = torch.cat([frontal[:90], turned[:10]])                  # a real set that is 90 % frontal
+    b = sampling_weights(both, 100, DataConfig(balance_power=1.0))
+    assert float(b[90:].sum() / b.sum()) == pytest.approx(0.5)     # each pose bin equally often
