@@ -28,31 +28,28 @@ EYE_SPAN = 1.8         # crop side / eye-corner distance: the whole eye, the lid
 WEIGHTS = Path(__file__).resolve().parent / "weights" / "pupils_300w.pt"
 
 
+def eye_geometry(landmarks_px: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(B,68,2) -> per eye (B,2): crop centres (B,2,2), sides (B,2) and angles (B,2, radians) of the
+    squares the eyes are cut from: EYE_SPAN x the corner distance, levelled on the corners."""
+    pts = np.stack([landmarks_px[:, list(idx)] for idx in EYES], 1).astype(np.float64)    # (B,2,6,2)
+    a, b = pts[:, :, 0], pts[:, :, 3]              # the corners, left to right in the image for both eyes
+    width = np.maximum(np.linalg.norm(b - a, axis=-1), 1.0)
+    return pts.mean(2), width * EYE_SPAN, np.arctan2(b[..., 1] - a[..., 1], b[..., 0] - a[..., 0])
+
+
 def eye_matrices(landmarks_px: torch.Tensor, jitter: torch.Tensor | None = None) -> torch.Tensor:
-    """(B,68,2) landmarks -> (B,2,2,3) image->crop matrices, one per eye, the second mirrored.
+    """(B,68,2) landmarks -> (B,2,2,3) image->crop matrices (models.crop.similarity for each eye, the
+    second mirrored).
 
     jitter (B,2,4): per eye (dx, dy) in corner distances, log-scale, rotation in radians (training)."""
-    out = []
-    for e, idx in enumerate(EYES):
-        pts = landmarks_px[:, list(idx)].double()
-        a, b = pts[:, 0], pts[:, 3]                       # outer and inner corner (36/39, 42/45)
-        width = (b - a).norm(dim=-1).clamp_min(1.0)
-        angle = torch.atan2(b[:, 1] - a[:, 1], b[:, 0] - a[:, 0])   # both eyes: corners left to right
-        centre = pts.mean(1)
-        side = width * EYE_SPAN
-        if jitter is not None:
-            j = jitter[:, e].double()
-            centre = centre + j[:, :2] * width[:, None]
-            side = side * j[:, 2].exp()
-            angle = angle + j[:, 3]
-        s = EYE_PX / side
-        c, si = torch.cos(angle) * s, torch.sin(angle) * s
-        rot = torch.stack([torch.stack([c, si], -1), torch.stack([-si, c], -1)], -2)
-        if e == 1:
-            rot = rot * rot.new_tensor([[-1.0], [1.0]])
-        t = (EYE_PX - 1) / 2 - (rot @ centre[..., None])[..., 0]
-        out.append(torch.cat([rot, t[..., None]], -1))
-    return torch.stack(out, 1)
+    centre, side, angle = eye_geometry(landmarks_px.double().numpy())
+    if jitter is not None:
+        j = jitter.double().numpy()
+        centre = centre + j[..., :2] * (side / EYE_SPAN)[..., None]
+        side, angle = side * np.exp(j[..., 2]), angle + j[..., 3]
+    m = [[crop.similarity(centre[i, e], side[i, e], EYE_PX, angle[i, e], flip=e == 1) for e in range(2)]
+         for i in range(len(centre))]
+    return torch.from_numpy(np.asarray(m).reshape(len(centre), 2, 2, 3))
 
 
 class PupilNet(nn.Module):
@@ -204,9 +201,15 @@ class PupilLocator:
         load_into(self.net, ck["state_dict"], str(weights))
         self.net.eval()
 
+    @torch.inference_mode()
     def __call__(self, image_bgr: np.ndarray, landmarks_px: list[np.ndarray]) -> list[np.ndarray]:
+        """Each eye is cut from the uint8 frame by OpenCV (the same sampling as the training crops,
+        models.crop), so the frame is never converted whole."""
         if not landmarks_px:
             return []
-        img = torch.from_numpy(np.ascontiguousarray(image_bgr)).permute(2, 0, 1)[None]
-        lms = torch.from_numpy(np.stack(landmarks_px).astype(np.float32))
-        return list(predict(self.net, img.expand(len(lms), -1, -1, -1), lms).numpy().astype(np.float64))
+        from models.data import normalize
+        m = eye_matrices(torch.from_numpy(np.stack(landmarks_px))).numpy().reshape(-1, 2, 3)   # (B*2,2,3)
+        crops = np.stack([crop.warp(image_bgr, e, EYE_PX) for e in m])
+        in_crop = self.net(normalize(torch.from_numpy(crops).permute(0, 3, 1, 2))).numpy().astype(np.float64)
+        pupils = [crop.transform_points(crop.invert(e), p[None])[0] for e, p in zip(m, in_crop)]
+        return list(np.asarray(pupils).reshape(-1, 2, 2))
