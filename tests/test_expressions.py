@@ -122,9 +122,9 @@ def test_shapes_from_the_tracker_agree_with_shapes_from_the_annotation(data_300w
 
     from models.detector import FaceBox
     from models.landmarkers import HIHLandmarker, settle
-    lm = HIHLandmarker(backend="torch", threads=2)
+    lm = HIHLandmarker(threads=2)
     ours, truth = [], []
-    for f in load_faces(data_300w, "test"):
+    for f in load_faces(data_300w, "test")[::2]:           # every other face: 277, as many HELEN as LFPW
         img = cv2.imread(str(f.image_path))
         gt = f.landmarks_px.astype(np.float64)
         res = settle(lm, img, lm(img, [FaceBox.from_landmarks(gt)]), 2)[0]
