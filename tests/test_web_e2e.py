@@ -14,7 +14,7 @@ from bench.browser import CHROMEDRIVER, CHROMIUM, click, start_web_app, wait
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 
-pytestmark = [pytest.mark.e2e,
+pytestmark = [pytest.mark.e2e, pytest.mark.slow,      # a browser per module: the full run, not the edit loop
               pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver")]
 
 
