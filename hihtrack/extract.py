@@ -268,7 +268,7 @@ def run_ray(jobs: list[Job], settings: TrackSettings, fmt: str, address: str, on
         raise ExtractError("--ray needs the ray package: pip install -r requirements.txt") from None
     try:
         # the package travels with the job (Ray's runtime_env): nodes need no checkout at the same path
-        import bench  # noqa: E401 - the packages a worker imports
+        import bench  # the packages a worker imports
         import hihtrack
         import models
         import stream

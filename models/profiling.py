@@ -319,14 +319,13 @@ def render(image: np.ndarray, src2: np.ndarray, dst: np.ndarray, triangles: np.n
     return out, ids
 
 
-def march_jaw(points2: np.ndarray, jaw: tuple[int, ...], mask: np.ndarray, axis: np.ndarray, step_px: float = 0.25,
-              reach_px: float | None = None) -> np.ndarray:
+def march_jaw(points2: np.ndarray, jaw: tuple[int, ...], mask: np.ndarray, axis: np.ndarray, step_px: float = 0.25
+              ) -> np.ndarray:
     """Move each jaw point along `axis` (unit 2D, pointing out of the face on that side) to the boundary
     of `mask`: out from inside, or in from outside. -> (K,2) copy with the jaw points moved."""
     out = points2.copy()
     h, w = mask.shape
-    reach = reach_px or float(max(h, w))
-    n = int(reach / step_px)
+    n = int(max(h, w) / step_px)          # far enough to cross the whole mask
 
     def inside(p):
         x, y = int(round(p[0])), int(round(p[1]))
@@ -413,7 +412,6 @@ def synthesize(faces: list[Face], out_dir: Path, spec: CacheSpec, seed: int = 0,
     cache files (landmarks.npy, meta.json) are assembled. -> counts."""
     out_dir.mkdir(parents=True, exist_ok=True)
     fitter = MeshFitter()
-    skipped: dict[str, int] = {}
     for i, face in enumerate(faces):
         label_path = out_dir / f"{i:05d}.json"
         if label_path.exists():
@@ -423,7 +421,6 @@ def synthesize(faces: list[Face], out_dir: Path, spec: CacheSpec, seed: int = 0,
         record: dict = {"source": str(face.image_path), "subset": face.subset, "views": []}
         if isinstance(surface, str):
             record["skipped"] = surface
-            skipped[surface.split(" (")[0]] = skipped.get(surface.split(" (")[0], 0) + 1
         else:
             rng = np.random.default_rng([seed, i])
             anchors = background_anchors(surface, spec.side_px)

@@ -80,8 +80,8 @@ class DemoSource(Source):
         self.photos = [(load_photo(n), PHOTO_FACES[n]) for n in names]
         self.tiles = faces > 1
         # each photo with what of it is shown as a 4th channel: one warp moves both
-        self._rgba = [np.dstack([photo, self._region(photo, face)]) for photo, face in self.photos]
         self._shown = [self._shown_corners(photo, face) for photo, face in self.photos]
+        self._rgba = [np.dstack([photo, self._region(photo, face)]) for photo, face in self.photos]
         w, h = FRAME_SIZE
         spacing = w / (faces + 1)
         self.centers = [np.array([spacing * (i + 1), h / 2]) for i in range(faces)]
@@ -136,12 +136,10 @@ class DemoSource(Source):
         return np.array([[cx - r, cy - r], [cx + r, cy - r], [cx + r, cy + r], [cx - r, cy + r]], np.float64)
 
     def _region(self, photo: np.ndarray, face: tuple[float, float, float]) -> np.ndarray:
-        """uint8 mask of what of the photo is shown: all of it, or the face's tile."""
-        region = np.full(photo.shape[:2], 255 * (not self.tiles), np.uint8)
-        if self.tiles:
-            cx, cy, side = face
-            r = self.TILE * side / 2
-            region[max(0, int(cy - r)):int(cy + r), max(0, int(cx - r)):int(cx + r)] = 255
+        """uint8 mask of what of the photo is shown (`_shown_corners`): all of it, or the face's tile."""
+        (x0, y0), (x1, y1) = self._shown_corners(photo, face)[[0, 2]]
+        region = np.zeros(photo.shape[:2], np.uint8)
+        region[max(0, int(y0)):int(y1), max(0, int(x0)):int(x1)] = 255
         return region
 
     def frames(self):

@@ -184,8 +184,8 @@ class ExpressionEstimator:
     def blendshapes(self, pts68: np.ndarray, yaw_deg: float = 0.0, pupils: np.ndarray | None = None) -> dict[str, float]:
         m = measures(pts68, yaw_deg, pupils)
         if self.profile.auto:
-            self._recent.append(m)
-            self.profile.neutral = {**self.neutral, **{k: float(np.median([r[k] for r in self._recent])) for k in m}}
+            self._recent.append(list(m.values()))         # one median over the window per frame, not one per key
+            self.profile.neutral = {**self.neutral, **dict(zip(m, np.median(self._recent, axis=0).tolist()))}
         n = self.neutral
         clip = lambda v: float(np.clip(v, 0.0, 1.0))  # noqa: E731
         out = {name: clip(sign * (m[meas] - n[meas]) / self._range(name, rng))

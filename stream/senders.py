@@ -148,11 +148,17 @@ VRM1_NAMES = {"Blink": "blink", "Blink_L": "blinkLeft", "Blink_R": "blinkRight",
               "E": "ee", "O": "oh", "Joy": "happy", "LookUp": "lookUp", "LookDown": "lookDown",
               "LookLeft": "lookLeft", "LookRight": "lookRight"}
 
+def _vrm1(shapes: dict[str, float]) -> dict[str, float]:
+    """VRM 1.0 names, sent with the VRM 0 ones."""
+    v0 = _vrm0(shapes)
+    return {**v0, **{VRM1_NAMES[k]: v for k, v in v0.items()}}
+
+
 # name profile -> ARKit camelCase values to the (name, value) pairs a receiver of that kind matches
 # (case-sensitively, as UniVRM does)
 VMC_PROFILES = {
     "vrm0": _vrm0,
-    "vrm1": lambda s: {**_vrm0(s), **{VRM1_NAMES[k]: v for k, v in _vrm0(s).items()}},
+    "vrm1": _vrm1,
     "perfect-sync": lambda s: {_pascal(k): v for k, v in s.items()},
     "arkit": dict,
 }

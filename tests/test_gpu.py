@@ -1,4 +1,4 @@
-"""CUDA path numerics (run on a lent GPU; skipped without one)."""
+"""CUDA path numerics (run where a CUDA GPU is present; skipped without one)."""
 import numpy as np
 import pytest
 import torch
