@@ -215,6 +215,7 @@ def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = 
     torch.manual_seed(o.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    resumed = load_checkpoint(resume) if resume is not None else None   # a bad file fails before the data loads
     spec = D.CacheSpec(recipe.data.cache_side_px, recipe.data.cache_box_scale)
     if cache_dir is not None and (cache_dir / "meta.json").exists():
         full = D.load_cache(cache_dir)
@@ -240,11 +241,10 @@ def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = 
     state = {"epoch": 0, "step": 0, "best_nme": float("inf"), "elapsed_s": 0.0}
     if init is not None and resume is None:
         load_into(model, _init_state(init, recipe.model), str(init))
-    if resume is not None:
-        ck = load_checkpoint(resume)
-        model.load_state_dict(ck["state_dict"])
-        opt.load_state_dict(ck["optimizer"])
-        state.update({k: ck[k] for k in state if k in ck})
+    if resumed is not None:
+        model.load_state_dict(resumed["state_dict"])
+        opt.load_state_dict(resumed["optimizer"])
+        state.update({k: resumed[k] for k in state if k in resumed})
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     codec = recipe.hih_codec()
 
