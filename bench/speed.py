@@ -54,13 +54,10 @@ def run_speed(device: str = "cpu", out_dir: Path = Path("bench/results"), quick:
         for b in BATCHES:
             img, centers, sides = _frame_and_boxes(b)
             m = eng.crop_matrices(centers, sides)
-            crops = eng.crops(img, m)
-            x = eng._preprocess(torch.from_numpy(crops).to(eng.device))
+            x = torch.from_numpy(eng.crops(img, m)).to(eng.device)
 
-            def model_only(eng=eng, x=x):
-                with torch.inference_mode(), torch.autocast(eng.device.type, dtype=eng.dtype,
-                                                            enabled=eng.dtype != torch.float32):
-                    eng.net(x)
+            def model_only(eng=eng, x=x):      # the inference graph on crops already on the device
+                eng.runner.forward(x)
 
             ms_model = _time(model_only, reps, sync)
             ms_stage = _time(lambda eng=eng, img=img, m=m: eng.landmarks(img, m), reps, sync)
@@ -88,16 +85,16 @@ def _streams_overlap(eng: LandmarkEngine, reps: int) -> dict:
 
     def serial():
         for _ in range(n_batches):
-            eng.collect(eng.submit(eng.crops(img, m)))
+            eng.runner.collect(eng.runner.submit(eng.crops(img, m)))
 
     def overlapped():
         pending = None
         for _ in range(n_batches):
-            slot = eng.submit(eng.crops(img, m))   # returns at once
+            slot = eng.runner.submit(eng.crops(img, m))   # returns at once
             if pending is not None:
-                eng.collect(pending)
+                eng.runner.collect(pending)
             pending = slot
-        eng.collect(pending)
+        eng.runner.collect(pending)
 
     off = _time(serial, max(3, reps // 5))
     on = _time(overlapped, max(3, reps // 5))

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from models.schema import UserError
+from models.schema import UserError, WeightsError
 
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")      # no V4L probing noise on machines without cameras
 os.environ.setdefault("GLOG_minloglevel", "2")          # mediapipe's C++ logging
@@ -216,7 +216,7 @@ def _auto_batch_videos(settings) -> int:
     """Cross-video batching where it pays: the hih network on a GPU (32 inputs at once); 0 on a CPU,
     where one worker process per core is faster."""
     from models.engine import resolve_device
-    return 32 if settings.landmarker == "hih" and resolve_device(settings.device).type == "cuda" else 0
+    return 32 if settings.landmarker == "hih" and resolve_device(settings.device).startswith("cuda") else 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -240,19 +240,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from models.engine import LandmarkEngine
-    from models.weights import WeightsError, export_onnx
+    from models.engine import weights_path
+    from models.torch_runner import export_graph
 
     try:
-        eng = LandmarkEngine(args.weights, "cpu")
+        export_graph(weights_path(args.weights), Path(args.out))
     except WeightsError as e:
         raise CliError(str(e)) from None
-    try:
-        export_onnx(eng.net, Path(args.out), eng.input_px)
     except OSError as e:
         raise CliError(f"cannot write {args.out} ({e.strerror or e.__class__.__name__}); choose a writable --out") from None
-    print(f"wrote {args.out}: input 'image' (N,3,{eng.input_px},{eng.input_px}) ImageNet-normalised RGB; "
-          "outputs 'heatmap' (last integer heatmap) and 'decimal' (decimal logits)")
+    print(f"wrote {args.out}: input 'crops' (N,S,S,3) uint8 BGR face crops; output 'points' (N,K,3): x, y in "
+          "crop px and confidence; the crop size and margin are in the model's metadata ('hihtrack')")
     return 0
 
 
@@ -312,7 +310,7 @@ def cmd_train_pupils(args: argparse.Namespace) -> int:
 
     import torch
 
-    from models.pupils import PupilTrainConfig, train_pupils, training_data
+    from models.pupil_net import PupilTrainConfig, train_pupils, training_data
     from models.weights import save_checkpoint
 
     if args.threads:

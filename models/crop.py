@@ -6,10 +6,13 @@ at exactly those points, and `invert` maps crop px back with no half-pixel shift
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import torch
 
 
 def square_box(landmarks_px: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
@@ -51,6 +54,8 @@ def _sampling_grid(m: torch.Tensor, h: int, w: int, out_px: int) -> torch.Tensor
     affine_grid works in normalised coords (-1..1 spanning pixel edges), so the pixel-space
     inverse matrix is conjugated into that frame; sampling then matches cv2.warpAffine.
     """
+    import torch
+    import torch.nn.functional as F
     b = len(m)
     inv = torch.linalg.inv(torch.cat([m, m.new_tensor([0, 0, 1]).expand(b, 1, 3)], 1))  # crop -> image
     # normalised -> pixel for the output, pixel -> normalised for the input
@@ -62,6 +67,7 @@ def _sampling_grid(m: torch.Tensor, h: int, w: int, out_px: int) -> torch.Tensor
 
 def warp_batch(images: torch.Tensor, m: torch.Tensor, out_px: int) -> torch.Tensor:
     """Torch twin of `warp` for a batch on any device: images (B,C,H,W) float, m (B,2,3) -> (B,C,S,S)."""
+    import torch.nn.functional as F
     grid = _sampling_grid(m, *images.shape[-2:], out_px).to(images.dtype)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -69,6 +75,7 @@ def warp_batch(images: torch.Tensor, m: torch.Tensor, out_px: int) -> torch.Tens
 def warp_many(image: torch.Tensor, m: torch.Tensor, out_px: int) -> torch.Tensor:
     """Many crops of one image: image (C,H,W) float, m (N,2,3) -> (N,C,S,S). The N grids are stacked
     into one tall grid, so the frame is sampled in one call without being copied N times."""
+    import torch.nn.functional as F
     n, s = len(m), out_px
     grid = _sampling_grid(m, *image.shape[-2:], s).to(image.dtype).reshape(1, n * s, s, 2)
     out = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)

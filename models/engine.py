@@ -1,32 +1,29 @@
-"""The HIH inference engine: batched face crops -> sub-pixel landmarks, on CPU or CUDA.
+"""The HIH inference engine: face boxes -> crops -> sub-pixel landmarks, on CPU or CUDA.
 
-CPU: inference_mode, channels-last, thread count from config; or the same graph on onnxruntime
-(`backend="onnxruntime"`), which measured faster here, above all while other threads load the CPU.
-CUDA: a ring of `streams` slots, each with a pinned host buffer, a copy stream and a compute
-stream ordered by events: upload (non_blocking) -> compute + on-device decode -> async download.
-`submit` returns at once, so the next batch's crop preparation and upload overlap this batch's
-compute; `collect` waits for one slot. `run` is submit + collect for callers that want a result now.
+The engine owns the crop geometry (crop matrices, the averaged crop views, back to image px) and
+hands uint8 crops to a runner:
+    onnxruntime (CPU default)  the whole inference graph as a cached ONNX file (models/onnx_cache.py):
+                               no torch import at run time once the graph is cached
+    torch                      the same graph on torch (models/torch_runner.py): CPU, or CUDA through
+                               a ring of streams that overlaps upload, compute and download
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from models import crop
-from models.codec import build_codec
-from models.network import build_network
-from models.schema import SettingsError
+from models.schema import WeightsError
 from models.schemes import scheme_for
-from models.train import Recipe
-from models.weights import WeightsError, load_checkpoint, load_into
 
 _WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 # the shipped weights by name (--weights small|fast|PATH); see models/weights/MODEL_CARD.md
 SHIPPED_WEIGHTS = {"small": _WEIGHTS_DIR / "hih_small_300w.pt", "fast": _WEIGHTS_DIR / "hih_fast_300w.pt"}
 DEFAULT_WEIGHTS = SHIPPED_WEIGHTS["small"]
+BACKENDS = ("onnxruntime", "torch")
 
 
 def weights_path(spec: str | Path | None) -> Path:
@@ -34,26 +31,39 @@ def weights_path(spec: str | Path | None) -> Path:
     return DEFAULT_WEIGHTS if spec is None else SHIPPED_WEIGHTS.get(str(spec), Path(spec))
 
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA GPU. Asked of torch only where an NVIDIA driver is installed:
+    importing torch costs 1.5-2.5 s of start-up that a CPU-only machine need not pay."""
+    if not (Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi")):
+        return False
+    import torch
+    return torch.cuda.is_available()
 
 
-def resolve_device(device: str) -> torch.device:
+def resolve_device(device: str) -> str:
+    """'auto' | 'cpu' | 'cuda[:i]' -> 'cpu' or 'cuda[:i]', checked."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
+        return "cuda" if cuda_available() else "cpu"
+    if device.startswith("cuda") and not cuda_available():
         raise WeightsError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
-    return torch.device(device)
+    return device
 
 
-@dataclass
-class _Slot:
-    host_in: torch.Tensor
-    host_out: torch.Tensor
-    copy: "torch.cuda.Stream"
-    compute: "torch.cuda.Stream"
-    uploaded: "torch.cuda.Event"
-    done: "torch.cuda.Event"
-    n: int = 0
+class OnnxRunner:
+    """The inference graph on onnxruntime (CPU): (B,S,S,3) uint8 BGR crops -> (B,K,3) x, y, confidence."""
+
+    def __init__(self, weights: Path, threads: int = 0, decode: str | None = None):
+        from models.onnx_cache import OnnxGraph, cached_graph
+
+        def export(path: Path) -> None:       # torch is imported only here, once per weights file
+            from models.torch_runner import export_graph
+            export_graph(weights, path, decode)
+
+        self.graph = OnnxGraph.load(cached_graph(weights, f"points-{decode or 'default'}", export), threads)
+        self.facts = self.graph.facts
+
+    def __call__(self, crops_u8: np.ndarray) -> np.ndarray:
+        return self.graph(crops_u8)
 
 
 # The crops averaged per face, as (dx, dy) offsets in heatmap cells and a mirror flag: staggered by half
@@ -65,67 +75,31 @@ VIEWS = {1: [(0.0, 0.0, False)],
 
 
 class LandmarkEngine:
+    """Face crops in, landmarks in image px out; `runner` is where the network runs (module doc)."""
+
     def __init__(self, weights: str | Path | None = None, device: str = "auto", precision: str = "fp32",
                  streams: int = 2, threads: int = 0, decode: str | None = None, max_batch: int = 16,
-                 channels_last: bool = True, backend: str = "torch", views: int = 1):
-        weights = weights_path(weights)
-        ck = load_checkpoint(weights)
-        if "recipe" not in ck:
-            raise WeightsError(f"{weights} has no recipe: it is not a hihtrack checkpoint (for the official "
-                               "HIH format use models.weights.official_state_dict with configs/hih_paper.yaml)")
-        try:
-            self.recipe = Recipe.from_dict(ck["recipe"])
-        except SettingsError as e:
-            raise WeightsError(f"{weights} carries a recipe this version cannot read ({e}); retrain or re-export it") from None
-        self.weights_path = Path(weights)
-        self.net = build_network(self.recipe.model)
-        load_into(self.net, ck["state_dict"], str(weights))
+                 backend: str = "torch", views: int = 1):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+        self.weights_path = weights_path(weights)
         self.device = resolve_device(device)
-        if threads:
-            torch.set_num_threads(threads)
-        self.dtype = PRECISIONS[precision]
-        self.net = self.net.eval().to(self.device)
-        if channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last)
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        decode = decode or ck.get("decode", "hih")
-        codec = self.recipe.hih_codec()
-        self.codec = codec if decode == "hih" else build_codec(decode, input_px=codec.input_px, heatmap_px=codec.heatmap_px)
-        self.input_px = self.recipe.model.input_px
-        self.crop_scale = self.recipe.augment.crop_scale
-        self.num_points = self.recipe.model.num_landmarks
+        if backend == "onnxruntime" and self.device == "cpu":
+            self.runner = OnnxRunner(self.weights_path, threads or max(1, (os.cpu_count() or 1)), decode)
+        else:
+            from models.torch_runner import TorchRunner
+            self.runner = TorchRunner(self.weights_path, self.device, precision, streams, threads, decode, max_batch)
+        facts = self.runner.facts
+        self.input_px, self.crop_scale = int(facts["input_px"]), float(facts["crop_scale"])
+        self.num_points, self.stride = int(facts["num_points"]), float(facts["stride"])
         self.max_batch = max_batch
         if views == 0:   # auto: a second view is free on a GPU (bench speed: batch 2 costs what batch 1 does), 1.7x on a CPU
-            views = 2 if self.device.type == "cuda" else 1
+            views = 2 if self.device.startswith("cuda") else 1
         if views not in VIEWS:
             raise ValueError(f"views must be one of {sorted(VIEWS)}, not {views}")
         self.views = VIEWS[views]
         self._mirrored = np.array([flip for *_, flip in self.views])
         self._flip_perm = np.asarray(scheme_for(self.num_points).flip)
-        self._mean = torch.tensor([0.485, 0.456, 0.406], device=self.device).view(1, 3, 1, 1) * 255
-        self._std = torch.tensor([0.229, 0.224, 0.225], device=self.device).view(1, 3, 1, 1) * 255
-        self._slots: list[_Slot] = []
-        self._next = 0
-        if self.device.type == "cuda":
-            self._slots = [self._make_slot() for _ in range(max(1, streams))]
-        self._ort = self._onnx_session(threads) if backend == "onnxruntime" and self.device.type == "cpu" else None
-
-    def _onnx_session(self, threads: int):
-        """The same graph on onnxruntime (CPU): exported once per weights file into a temp folder."""
-        import os
-        import tempfile
-
-        import onnxruntime as ort
-
-        from models.weights import export_onnx, file_sha256
-        path = Path(tempfile.gettempdir()) / f"hihtrack-{file_sha256(self.weights_path)[:16]}.onnx"
-        if not path.exists():
-            tmp = path.with_suffix(f".{os.getpid()}.{id(self)}.tmp")
-            export_onnx(self.net, tmp, self.input_px)
-            tmp.replace(path)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or torch.get_num_threads()
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
     # ---- crops ------------------------------------------------------------------------------
     def crop_matrices(self, centers_px: np.ndarray, sides_px: np.ndarray) -> np.ndarray:
@@ -136,14 +110,6 @@ class LandmarkEngine:
         """One cv2.warpAffine per face -> (N,S,S,3) uint8 BGR."""
         return np.stack([crop.warp(image_bgr, m, self.input_px) for m in matrices])
 
-    def crops_on_device(self, image_bgr: np.ndarray, matrices: np.ndarray) -> torch.Tensor:
-        """The same crops made where the network runs: the frame is uploaded once and all its faces
-        are sampled in one grid_sample -> (N,S,S,3) uint8 BGR on self.device."""
-        frame = torch.from_numpy(np.ascontiguousarray(image_bgr)).to(self.device, non_blocking=True)
-        m = torch.as_tensor(matrices, dtype=torch.float32, device=self.device)
-        out = crop.warp_many(frame.permute(2, 0, 1).float(), m, self.input_px)
-        return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-
     def _view_matrices(self, matrices: np.ndarray) -> np.ndarray:
         """(N,2,3) -> (N*V,2,3): each face's crop matrix per view (offset in crop px, mirrored about the crop centre)."""
         vm = np.repeat(matrices, len(self.views), axis=0)
@@ -152,39 +118,14 @@ class LandmarkEngine:
             if flip:
                 sel[:, 0] = -sel[:, 0]
                 sel[:, 0, 2] += self.input_px - 1
-            sel[:, :, 2] += np.array([dx, dy]) * self.codec.stride
+            sel[:, :, 2] += np.array([dx, dy]) * self.stride
         return vm
 
     # ---- network ----------------------------------------------------------------------------
-    def _preprocess(self, crops_u8: torch.Tensor) -> torch.Tensor:
-        x = crops_u8.permute(0, 3, 1, 2).flip(1).float()          # NHWC BGR -> NCHW RGB
-        return ((x - self._mean) / self._std).contiguous(memory_format=self.memory_format)
-
-    def _forward_decode(self, crops_u8: torch.Tensor) -> torch.Tensor:
-        """On-device: (B,S,S,3) uint8 -> (B,K,3) = x, y in crop px and confidence."""
-        x = self._preprocess(crops_u8)
-        if self._ort is not None:
-            heatmap, decimal = self._ort.run(None, {"image": x.contiguous().numpy()})
-            out = {"heatmaps": torch.from_numpy(heatmap), "decimal": torch.from_numpy(decimal)}
-        else:
-            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
-                out = self.net(x)
-        pts, conf = self.codec.decode(out)
-        return torch.cat([pts, conf[..., None]], -1).float()
-
-    @torch.inference_mode()
-    def infer(self, crops_u8: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """(N,S,S,3) uint8 BGR crops (host array, or a tensor already on the device) -> landmarks in
-        crop px (N,K,2), confidence (N,K); run in chunks of max_batch."""
-        outs = []
-        for start in range(0, len(crops_u8), self.max_batch):
-            chunk = crops_u8[start:start + self.max_batch]
-            if isinstance(chunk, torch.Tensor):
-                outs.append(self._forward_decode(chunk).cpu().numpy())
-            elif self._slots:
-                outs.append(self.collect(self.submit(chunk)))
-            else:
-                outs.append(self._forward_decode(torch.from_numpy(np.ascontiguousarray(chunk))).numpy())
+    def infer(self, crops_u8) -> tuple[np.ndarray, np.ndarray]:
+        """(N,S,S,3) uint8 BGR crops (a host array, or a tensor already on the runner's device) ->
+        landmarks in crop px (N,K,2), confidence (N,K); run in chunks of max_batch."""
+        outs = [self.runner(crops_u8[i:i + self.max_batch]) for i in range(0, len(crops_u8), self.max_batch)]
         res = np.concatenate(outs) if outs else np.zeros((0, self.num_points, 3), np.float32)
         return res[..., :2], res[..., 2]
 
@@ -193,7 +134,7 @@ class LandmarkEngine:
 
         With several views (VIEWS) each face is cropped at staggered sub-cell offsets and mirrored,
         in one batch, and the views' landmarks are averaged in image px (crop-position spread and
-        NME both drop: README, Steadiness).
+        NME both drop: bench/RESULTS.md, Steadiness).
         """
         return self.landmarks_many([(image_bgr, matrices)])[0]
 
@@ -201,14 +142,15 @@ class LandmarkEngine:
                        device_crops: bool | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """The landmark stage for the faces of several frames (e.g. of different videos) as one network
         batch: [(image, (N,2,3) matrices)] -> [((N,K,2) image px, (N,K) confidence)]. Crops are made
-        on the device when it is a GPU (device_crops=None), with OpenCV on the host otherwise."""
-        device_crops = self.device.type == "cuda" if device_crops is None else device_crops
+        on the device by a torch runner on a GPU (device_crops=None), with OpenCV on the host otherwise."""
+        device_crops = self.device.startswith("cuda") if device_crops is None else device_crops
         views = [self._view_matrices(np.asarray(m, np.float64).reshape(-1, 2, 3)) for _, m in items]
-        parts = [(self.crops_on_device if device_crops else self.crops)(img, vm) for (img, _), vm in zip(items, views) if len(vm)]
+        make = self.runner.crops_on_device if device_crops else self.crops
+        parts = [make(img, vm) for (img, _), vm in zip(items, views) if len(vm)]
         if not parts:
             pts, conf = np.zeros((0, self.num_points, 2), np.float32), np.zeros((0, self.num_points), np.float32)
         else:
-            pts, conf = self.infer(torch.cat(parts) if device_crops else np.concatenate(parts))
+            pts, conf = self.infer(self.runner.concat(parts) if device_crops else np.concatenate(parts))
         v, out, start, mirrored = len(self.views), [], 0, self._mirrored
         for vm in views:
             n, stop = len(vm) // v, start + len(vm)
@@ -219,36 +161,3 @@ class LandmarkEngine:
             out.append((image_pts.mean(1).astype(np.float32), c.mean(1)))
             start = stop
         return out
-
-    # ---- CUDA streams -----------------------------------------------------------------------
-    def _make_slot(self) -> _Slot:
-        s, k = self.input_px, self.num_points
-        return _Slot(torch.empty((self.max_batch, s, s, 3), dtype=torch.uint8).pin_memory(),
-                     torch.empty((self.max_batch, k, 3), dtype=torch.float32).pin_memory(),
-                     torch.cuda.Stream(self.device), torch.cuda.Stream(self.device),
-                     torch.cuda.Event(), torch.cuda.Event())
-
-    @torch.inference_mode()
-    def submit(self, crops_u8: np.ndarray) -> _Slot:
-        """Queue one batch (<= max_batch) on the next slot and return without waiting."""
-        slot = self._slots[self._next]
-        self._next = (self._next + 1) % len(self._slots)
-        slot.done.synchronize()                    # the slot's previous result has been read
-        n = len(crops_u8)
-        slot.host_in[:n].numpy()[...] = crops_u8
-        with torch.cuda.stream(slot.copy):
-            dev_in = slot.host_in[:n].to(self.device, non_blocking=True)
-            slot.uploaded.record(slot.copy)
-        with torch.cuda.stream(slot.compute):
-            slot.compute.wait_event(slot.uploaded)
-            dev_in.record_stream(slot.compute)
-            res = self._forward_decode(dev_in)
-            slot.host_out[:n].copy_(res, non_blocking=True)
-            slot.done.record(slot.compute)
-        slot.n = n
-        return slot
-
-    @staticmethod
-    def collect(slot: _Slot) -> np.ndarray:
-        slot.done.synchronize()
-        return slot.host_out[:slot.n].numpy().copy()

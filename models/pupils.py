@@ -12,13 +12,9 @@ Order (WFLW's convention): the pupil of the eye drawn by 36-41 first, then the o
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
 from models import crop
 
@@ -37,179 +33,41 @@ def eye_geometry(landmarks_px: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     return pts.mean(2), width * EYE_SPAN, np.arctan2(b[..., 1] - a[..., 1], b[..., 0] - a[..., 0])
 
 
-def eye_matrices(landmarks_px: torch.Tensor, jitter: torch.Tensor | None = None) -> torch.Tensor:
+def eye_crop_matrices(landmarks_px: np.ndarray, jitter: np.ndarray | None = None) -> np.ndarray:
     """(B,68,2) landmarks -> (B,2,2,3) image->crop matrices (models.crop.similarity for each eye, the
     second mirrored).
 
     jitter (B,2,4): per eye (dx, dy) in corner distances, log-scale, rotation in radians (training)."""
-    centre, side, angle = eye_geometry(landmarks_px.double().numpy())
+    centre, side, angle = eye_geometry(np.asarray(landmarks_px, np.float64))
     if jitter is not None:
-        j = jitter.double().numpy()
-        centre = centre + j[..., :2] * (side / EYE_SPAN)[..., None]
-        side, angle = side * np.exp(j[..., 2]), angle + j[..., 3]
+        centre = centre + jitter[..., :2] * (side / EYE_SPAN)[..., None]
+        side, angle = side * np.exp(jitter[..., 2]), angle + jitter[..., 3]
     m = [[crop.similarity(centre[i, e], side[i, e], EYE_PX, angle[i, e], flip=e == 1) for e in range(2)]
          for i in range(len(centre))]
-    return torch.from_numpy(np.asarray(m).reshape(len(centre), 2, 2, 3))
-
-
-class PupilNet(nn.Module):
-    """(N,3,32,32) ImageNet-normalised RGB eye crops -> (N,2) pupil in crop px (soft-argmax of a
-    16x16 heatmap, stride 2)."""
-
-    def __init__(self, width: int = 32):
-        super().__init__()
-
-        def block(cin, cout, stride):
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
-
-        self.encoder = nn.Sequential(block(3, width, 1), block(width, width, 2), block(width, 2 * width, 1),
-                                     block(2 * width, 2 * width, 2), block(2 * width, 2 * width, 1))
-        self.decoder = nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                                     block(2 * width, width, 1), nn.Conv2d(width, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.decoder(self.encoder(x))[:, 0]                     # (N,16,16)
-        n, h, w = logits.shape
-        p = logits.flatten(1).softmax(-1).view(n, h, w)
-        stride = EYE_PX / w
-        xs = (torch.arange(w, device=x.device, dtype=p.dtype) + 0.5) * stride - 0.5
-        ys = (torch.arange(h, device=x.device, dtype=p.dtype) + 0.5) * stride - 0.5
-        return torch.stack([(p.sum(1) * xs).sum(-1), (p.sum(2) * ys).sum(-1)], -1)
-
-
-def eye_batch(images: torch.Tensor, landmarks_px: torch.Tensor, jitter: torch.Tensor | None = None
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """images (B,3,H,W) uint8/float BGR, landmarks (B,68,2) -> (crops (B*2,3,32,32) normalised,
-    matrices (B,2,2,3)); crop b*2+e is eye e of face b."""
-    from models.data import normalize
-    m = eye_matrices(landmarks_px, jitter)
-    img = images.float()
-    crops = torch.stack([crop.warp_batch(img, m[:, e].float(), EYE_PX) for e in range(2)], 1)   # (B,2,3,S,S)
-    return normalize(crops.flatten(0, 1)), m
-
-
-def to_image(crop_pts: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """(B*2,2) crop px + (B,2,2,3) matrices -> (B,2,2) image px."""
-    full = torch.cat([m, m.new_tensor([0, 0, 1]).expand(*m.shape[:2], 1, 3)], -2)
-    inv = torch.linalg.inv(full)[..., :2, :]
-    return crop.transform_points(inv, crop_pts.reshape(*m.shape[:2], 1, 2).double())[..., 0, :]
-
-
-@dataclass
-class PupilTrainConfig:
-    steps: int = 3000
-    batch_size: int = 64
-    lr: float = 2e-3
-    jitter_shift: float = 0.06      # eye-centre noise, corner distances (the tracker's eye error is ~0.05)
-    jitter_scale: float = 0.1
-    jitter_rotate_deg: float = 6.0
-    seed: int = 0
-
-
-def train_pupils(images: torch.Tensor, landmarks: torch.Tensor, pupils: torch.Tensor, val: tuple, cfg: PupilTrainConfig,
-                 log=print) -> tuple[PupilNet, dict]:
-    """images (N,3,S,S) uint8 BGR, landmarks (N,68,2), pupils (N,2,2) in the same px; val likewise.
-    Photometric jitter as the landmark training (brightness, contrast, blur via models.data)."""
-    from models.data import AugmentConfig
-    g = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    net = PupilNet()
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.1)
-    photo = AugmentConfig(brightness=0.4, contrast=0.4, saturation=0.4, grayscale_p=0.1, blur_p=0.2)
-    history = []
-    for step in range(cfg.steps):
-        idx = torch.randint(0, len(images), (cfg.batch_size,), generator=g)
-        jit = torch.cat([(torch.rand(cfg.batch_size, 2, 2, generator=g) * 2 - 1) * cfg.jitter_shift,
-                         (torch.rand(cfg.batch_size, 2, 1, generator=g) * 2 - 1) * cfg.jitter_scale,
-                         (torch.rand(cfg.batch_size, 2, 1, generator=g) * 2 - 1) * math.radians(cfg.jitter_rotate_deg)], -1)
-        x, m = eye_batch(images[idx], landmarks[idx], jit)
-        x = _renormalize(x, photo, g)
-        target = crop.transform_points(m, pupils[idx].double()[:, :, None])[..., 0, :].reshape(-1, 2).float()
-        loss = torch.nn.functional.smooth_l1_loss(net(x), target, beta=0.5)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if (step + 1) % 250 == 0 or step + 1 == cfg.steps:
-            err = evaluate_pupils(net, *val)
-            history.append({"step": step + 1, "loss": float(loss.detach()), "val_error_io": err})
-            log(f"pupils step {step + 1}/{cfg.steps} loss {float(loss.detach()):.3f} val mean error {100 * err:.2f} % IO")
-            net.train()
-    return net, {"history": history}
-
-
-def _renormalize(x: torch.Tensor, aug, gen: torch.Generator) -> torch.Tensor:
-    """Photometric augmentation on normalised crops: back to [0,1], jitter, normalise again."""
-    from models.data import IMAGENET_MEAN, IMAGENET_STD, _photometric
-    mean = x.new_tensor(IMAGENET_MEAN)[:, None, None]
-    std = x.new_tensor(IMAGENET_STD)[:, None, None]
-    rgb = _photometric((x * std + mean).clamp(0, 1), aug, gen)
-    return (rgb - mean) / std
-
-
-@torch.inference_mode()
-def evaluate_pupils(net: PupilNet, images: torch.Tensor, landmarks: torch.Tensor, pupils: torch.Tensor) -> float:
-    """Mean pupil error / outer-eye-corner distance, crops from the given landmarks."""
-    net.eval()
-    pred = predict(net, images, landmarks)
-    io = (landmarks[:, 36] - landmarks[:, 45]).norm(dim=-1)
-    return float(((pred - pupils).norm(dim=-1).mean(-1) / io).mean())
-
-
-@torch.inference_mode()
-def predict(net: PupilNet, images: torch.Tensor, landmarks: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """(B,3,H,W) images + (B,68,2) landmarks -> (B,2,2) pupils in image px."""
-    net.eval()
-    out = []
-    for s in range(0, len(images), batch):
-        x, m = eye_batch(images[s:s + batch], landmarks[s:s + batch].float())
-        out.append(to_image(net(x), m).float())
-    return torch.cat(out)
-
-
-def training_data(data: str | Path, synth: Path, val_every: int = 20) -> tuple[tuple, tuple]:
-    """(train, val), each (images uint8 (N,3,256,256), landmarks (N,68,2), pupils (N,2,2)): the 300-W
-    training faces with MediaPipe's iris centres, plus their synthetic views (models.profiling). Every
-    val_every-th source face and its views are held out."""
-    import json
-
-    from models.data import CacheSpec, cache_in_memory, load_cache, load_faces
-    meta = json.loads((synth / "meta.json").read_text())
-    records = [json.loads((synth / f"{i:05d}.json").read_text()) for i in range(meta["source_faces"])]
-    real_ok = [i for i, r in enumerate(records) if "source_pupils_px" in r]
-    faces = load_faces(data, "train")
-    real = cache_in_memory([faces[i] for i in real_ok], CacheSpec(meta["side_px"], meta["box_scale"]), workers=2)
-    syn = load_cache(synth)
-    images = torch.cat([real.images, syn.images])
-    landmarks = torch.cat([real.landmarks, syn.landmarks])
-    pupils = torch.cat([torch.tensor([records[i]["source_pupils_px"] for i in real_ok], dtype=torch.float32),
-                        torch.from_numpy(np.load(synth / "pupils.npy"))])
-    source = torch.cat([torch.tensor(real_ok), torch.tensor(meta["source_index"])])
-    held = source % val_every == 0
-    pick = lambda sel: (images[sel], landmarks[sel], pupils[sel])  # noqa: E731
-    return pick(~held), pick(held)
+    return np.asarray(m, np.float64).reshape(len(centre), 2, 2, 3)
 
 
 class PupilLocator:
-    """Pupils for tracked faces at run time: image + 68 landmarks -> (2,2) px per face."""
+    """Pupils for tracked faces at run time: image + 68 landmarks -> (2,2) px per face.
 
-    def __init__(self, weights: str | Path = WEIGHTS):
-        from models.weights import load_checkpoint, load_into
-        ck = load_checkpoint(weights)
-        self.net = PupilNet()
-        load_into(self.net, ck["state_dict"], str(weights))
-        self.net.eval()
+    The eye network runs as a cached ONNX graph on onnxruntime (uint8 BGR eye crops in, crop px
+    out: models.onnx_cache), so tracking needs no torch once the graph is cached."""
 
-    @torch.inference_mode()
+    def __init__(self, weights: str | Path = WEIGHTS, threads: int = 1):
+        from models.onnx_cache import OnnxGraph, cached_graph
+
+        def export(path: Path) -> None:
+            from models.pupil_net import export_pupil_graph
+            export_pupil_graph(Path(weights), path)
+
+        self.graph = OnnxGraph.load(cached_graph(weights, "pupils", export), threads)
+
     def __call__(self, image_bgr: np.ndarray, landmarks_px: list[np.ndarray]) -> list[np.ndarray]:
         """Each eye is cut from the uint8 frame by OpenCV (the same sampling as the training crops,
         models.crop), so the frame is never converted whole."""
         if not landmarks_px:
             return []
-        from models.data import normalize
-        m = eye_matrices(torch.from_numpy(np.stack(landmarks_px))).numpy().reshape(-1, 2, 3)   # (B*2,2,3)
-        crops = np.stack([crop.warp(image_bgr, e, EYE_PX) for e in m])
-        in_crop = self.net(normalize(torch.from_numpy(crops).permute(0, 3, 1, 2))).numpy().astype(np.float64)
+        m = eye_crop_matrices(np.stack(landmarks_px)).reshape(-1, 2, 3)            # (B*2,2,3)
+        in_crop = self.graph(np.stack([crop.warp(image_bgr, e, EYE_PX) for e in m])).astype(np.float64)
         pupils = [crop.transform_points(crop.invert(e), p[None])[0] for e, p in zip(m, in_crop)]
         return list(np.asarray(pupils).reshape(-1, 2, 2))

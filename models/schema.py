@@ -28,6 +28,10 @@ class SettingsError(UserError, ValueError):
     """A setting that does not fit its schema."""
 
 
+class WeightsError(UserError, ValueError):
+    """Weights that cannot be used; the message names the file and what to do."""
+
+
 def ranged(default, lo=None, hi=None, **kwargs):
     """A dataclass field whose value must lie in [lo, hi] (either end may be open: None)."""
     return dataclasses.field(default=default, metadata={"range": (lo, hi)}, **kwargs)

@@ -1,22 +1,25 @@
-"""Weight I/O: safe checkpoints, the official HIH checkpoint format, ONNX export."""
+"""Weight I/O: safe checkpoints, the official HIH checkpoint format, ONNX export.
+
+torch is imported by the functions that use it, so the file checks and hashes serve the
+onnxruntime path without it."""
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+from models.schema import WeightsError
 
-from models.schema import UserError
-
-
-class WeightsError(UserError, ValueError):
-    """Weights that cannot be used; the message names the file and what to do."""
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 def save_checkpoint(ckpt: dict, path: Path) -> None:
+    import torch
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(_to_cpu(ckpt), tmp)
@@ -25,6 +28,7 @@ def save_checkpoint(ckpt: dict, path: Path) -> None:
 
 def _to_cpu(obj):
     """Checkpoints always hold CPU tensors, so a GPU-trained file loads anywhere."""
+    import torch
     if isinstance(obj, torch.Tensor):
         return obj.detach().cpu()
     if isinstance(obj, dict):
@@ -34,15 +38,22 @@ def _to_cpu(obj):
     return obj
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """torch.load with weights_only=True: a pickle that carries code is refused, not run."""
+def check_weights_file(path: str | Path) -> Path:
+    """The path, if it can be a checkpoint: an existing zip archive (what torch.save writes)."""
     path = Path(path)
     if path.is_dir():
         raise WeightsError(f"weights {path} is a folder; pass the .pt file in it (e.g. {path}/best.pt)")
     if not path.is_file():
-        raise WeightsError(f"weights file {path} not found; pass --weights PATH or train one with `run.py train`")
+        raise WeightsError(f"weights file {path} not found; pass --weights PATH or train one with `hihtrack train`")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is damaged or foreign
         raise WeightsError(f"cannot read weights {path}: the file is truncated or not a torch checkpoint")
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """torch.load with weights_only=True: a pickle that carries code is refused, not run."""
+    import torch
+    path = check_weights_file(path)
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -59,6 +70,7 @@ def load_checkpoint(path: str | Path) -> dict:
 def official_state_dict(ck: dict) -> dict[str, torch.Tensor]:
     """The official HIH format: {'state_dict', 'best_nme', 'optimizer', 'epoch'} (spec §2.5);
     also accepts a bare state_dict and strips a DataParallel 'module.' prefix."""
+    import torch
     sd = ck.get("state_dict", ck)
     return {k.removeprefix("module."): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
 
@@ -85,21 +97,13 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-class InferenceGraph(nn.Module):
-    """What ONNX export traces: image batch -> (last integer heatmap, decimal logits)."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.net(x)
-        return out["heatmaps"][:, -1], out["decimal"]
-
-
-def export_onnx(net: nn.Module, path: Path, input_px: int) -> None:
-    net = net.eval()
-    x = torch.zeros(1, 3, input_px, input_px)
-    torch.onnx.export(InferenceGraph(net).eval(), (x,), str(path), input_names=["image"],
-                      output_names=["heatmap", "decimal"], dynamic_axes={"image": {0: "batch"}},
-                      opset_version=17, dynamo=False)
+def export_onnx(graph: nn.Module, path: Path, example: torch.Tensor, outputs: list[str], facts: dict) -> None:
+    """`graph` (batch first, one input named "crops") as ONNX opset 17 at `path`, with `facts` (what
+    a caller needs to use it without torch: sizes, point count...) in its metadata."""
+    import onnx
+    import torch
+    torch.onnx.export(graph.eval(), (example,), str(path), input_names=["crops"], output_names=outputs,
+                      dynamic_axes={"crops": {0: "batch"}}, opset_version=17, dynamo=False)
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {"hihtrack": json.dumps(facts)})
+    onnx.save(model, str(path))

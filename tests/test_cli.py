@@ -106,3 +106,24 @@ def test_single_photo_source(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "stills" in r.stderr and "recorded 1 rows" in r.stdout
     assert open(tmp_path / "a.csv").read().splitlines()[1].split(",")[4] == "1"     # success
+
+
+@pytest.mark.e2e
+def test_tracking_on_the_cpu_default_backend_needs_no_torch(tmp_path):
+    """The first run exports the landmark and eye networks as ONNX graphs (with torch, once per
+    weights file); from then on tracking a photo on onnxruntime imports neither torch nor filterpy."""
+    import cv2
+    import skimage.data
+    photo = tmp_path / "astronaut.png"
+    cv2.imwrite(str(photo), skimage.data.astronaut()[:, :, ::-1])
+    code = ("import sys; from hihtrack.cli import main; rc = main(['track', '--source', sys.argv[1], '--ui', 'none', "
+            "'--device', 'cpu', '--record', sys.argv[2], '--overwrite']); "
+            "print('loaded:', sorted(m for m in ('torch', 'filterpy') if m in sys.modules)); sys.exit(rc)")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    runs = [subprocess.run([sys.executable, "-c", code, str(photo), str(tmp_path / "t.csv")], capture_output=True,
+                           text=True, timeout=300, env=env, cwd=ROOT) for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr
+    assert "loaded: ['torch']" in runs[0].stdout                 # the export
+    assert "loaded: []" in runs[1].stdout, runs[1].stdout
+    assert len(list((tmp_path / "cache" / "hihtrack" / "onnx").glob("*.onnx"))) == 2
+    assert "recorded 1 rows" in runs[1].stdout

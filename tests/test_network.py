@@ -81,22 +81,32 @@ def test_save_load_round_trip(tmp_path):
 
 @pytest.mark.parametrize("head", ["roi", "global"])
 def test_onnx_matches_pytorch(tmp_path, head):
-    ort = pytest.importorskip("onnxruntime")
+    """The whole inference graph (uint8 crops -> normalisation -> network -> HIH decode, the
+    calibrated decode included) gives the same points on onnxruntime as on torch."""
+    from models.codec import HIHCodec
+    from models.network import NetworkConfig
+    from models.onnx_cache import OnnxGraph
+    from models.torch_runner import DeployGraph
     torch.manual_seed(0)
-    net = build_network(dict(num_landmarks=68, input_px=64, stacks=2, channels=32, depth=2, decimal_head=head)).eval()
+    cfg = NetworkConfig(num_landmarks=68, input_px=64, stacks=2, channels=32, depth=2, decimal_head=head)
+    net = build_network(cfg).eval()
     # non-trivial BN statistics so the comparison means something
     for m in net.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.1, 0.1)
             m.running_var.uniform_(0.5, 1.5)
-    export_onnx(net, tmp_path / "m.onnx", 64)
-    x = torch.randn(3, 3, 64, 64)
+    codec = HIHCodec(input_px=64, heatmap_px=cfg.heatmap_px, decimal_px=cfg.decimal_px,
+                     window_cells=2.0, decimal_decode="calibrated")
+    graph = DeployGraph(net, codec).eval()
     with torch.no_grad():
-        ref = net(x)
-    sess = ort.InferenceSession(str(tmp_path / "m.onnx"))
-    hm, dec = sess.run(None, {"image": x.numpy()})
-    assert np.allclose(hm, ref["heatmaps"][:, -1].numpy(), atol=1e-4)
-    assert np.allclose(dec, ref["decimal"].numpy(), atol=1e-4)
+        export_onnx(graph, tmp_path / "m.onnx", torch.zeros(1, 64, 64, 3, dtype=torch.uint8), ["points"], {"input_px": 64})
+    crops = torch.randint(0, 256, (3, 64, 64, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        ref = graph(crops).numpy()
+    onnx = OnnxGraph.load(tmp_path / "m.onnx", threads=1)
+    assert onnx.facts == {"input_px": 64}
+    out = onnx(crops.numpy())
+    assert out.shape == (3, 68, 3) and np.abs(out - ref).max() < 1e-3
 
 
 def test_onnxruntime_backend_matches_torch_engine():

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from models import pupil_net as PN
 from models import pupils as PP
 from stream.expressions import ExpressionEstimator
 from stream.senders import eye_bones
@@ -32,11 +33,11 @@ def _eye_centres(pts):
 
 def test_eye_crops_round_trip_and_mirror_the_second_eye():
     pts = torch.from_numpy(_face68()).float()[None]
-    m = PP.eye_matrices(pts)
+    m = PN.eye_matrices(pts)
     centres = torch.from_numpy(_eye_centres(pts[0].numpy())).double()
     in_crop = PP.crop.transform_points(m, centres[None, :, None])[0, :, 0]
     assert torch.allclose(in_crop, torch.full((2, 2), (PP.EYE_PX - 1) / 2, dtype=torch.float64), atol=1e-6)
-    back = PP.to_image(in_crop.reshape(2, 2).float(), m)
+    back = PN.to_image(in_crop.reshape(2, 2).float(), m)
     assert torch.allclose(back[0].double(), centres, atol=1e-3)
     # the second eye is mirrored: its outer corner (45) lands on the left of the crop, like 36 in the first
     outer = PP.crop.transform_points(m[0, 1], pts[0, 45].double()[None])[0]
@@ -45,10 +46,20 @@ def test_eye_crops_round_trip_and_mirror_the_second_eye():
 
 
 def test_net_output_is_a_point_inside_the_crop():
-    net = PP.PupilNet()
+    net = PN.PupilNet()
     out = net(torch.randn(5, 3, PP.EYE_PX, PP.EYE_PX))
     assert out.shape == (5, 2) and (out >= -0.5).all() and (out <= PP.EYE_PX - 0.5).all()
     assert sum(p.numel() for p in net.parameters()) < 200_000          # small: a fraction of a ms per eye
+
+
+def test_run_time_locator_gives_the_networks_pupils():
+    """PupilLocator (the eye network as a cached ONNX graph, OpenCV eye crops, no torch) puts the pupils
+    where the torch network does on the same face (crops by grid_sample there)."""
+    imgs, lms, _ = _synthetic_eyes(3, 2)
+    ref = PN.predict(PN.load_pupil_net(PP.WEIGHTS), imgs, lms).numpy()
+    locator = PP.PupilLocator(PP.WEIGHTS)
+    got = np.stack([locator(np.ascontiguousarray(img.permute(1, 2, 0).numpy()), [lm.numpy()])[0] for img, lm in zip(imgs, lms)])
+    assert got.shape == (3, 2, 2) and np.abs(got - ref).max() < 0.1, np.abs(got - ref).max()
 
 
 def _synthetic_eyes(n: int, seed: int):
@@ -78,9 +89,9 @@ def _synthetic_eyes(n: int, seed: int):
 def test_the_network_learns_to_find_pupils():
     torch.set_num_threads(2)
     train, val = _synthetic_eyes(160, 0), _synthetic_eyes(32, 1)
-    before = PP.evaluate_pupils(PP.PupilNet(), *val)
-    net, report = PP.train_pupils(*train, val, PP.PupilTrainConfig(steps=160, batch_size=32, lr=3e-3), log=lambda *_: None)
-    after = PP.evaluate_pupils(net, *val)
+    before = PN.evaluate_pupils(PN.PupilNet(), *val)
+    net, report = PN.train_pupils(*train, val, PN.PupilTrainConfig(steps=160, batch_size=32, lr=3e-3), log=lambda *_: None)
+    after = PN.evaluate_pupils(net, *val)
     assert after < 0.5 * before and after < 0.03, (before, after)    # within 3 % of the inter-ocular distance
     assert report["history"][-1]["val_error_io"] == pytest.approx(after)
 

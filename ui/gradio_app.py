@@ -240,7 +240,7 @@ def page_settings(settings: TrackSettings) -> TrackSettings:
     if settings.weights is not None or settings.landmarker != "hih":
         return settings
     from models.engine import resolve_device
-    return replace(settings, weights="fast") if resolve_device(settings.device).type == "cpu" else settings
+    return replace(settings, weights="fast") if resolve_device(settings.device) == "cpu" else settings
 
 
 def serve(settings: TrackSettings) -> None:

@@ -1,0 +1,164 @@
+"""The HIH network on torch: CPU, or CUDA with a ring of streams.
+
+`DeployGraph` is the whole inference graph, uint8 crops in and points out, so the torch path and
+the ONNX graph exported from it (models/onnx_cache.py) are one implementation.
+On CUDA, `TorchRunner` keeps a ring of `streams` slots, each with a pinned host buffer, a copy stream
+and a compute stream ordered by events: upload (non_blocking) -> compute + on-device decode -> async
+download. `submit` returns at once, so the next batch's crop preparation and upload overlap this
+batch's compute; `collect` waits for one slot.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from models import crop
+from models.codec import build_codec
+from models.data import IMAGENET_MEAN, IMAGENET_STD
+from models.network import build_network
+from models.schema import SettingsError, WeightsError
+from models.train import Recipe
+from models.weights import export_onnx, load_checkpoint, load_into
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class DeployGraph(nn.Module):
+    """(B,S,S,3) uint8 BGR crops -> (B,K,3): x, y in crop px and confidence."""
+
+    def __init__(self, net: nn.Module, codec):
+        super().__init__()
+        self.net, self.codec = net, codec
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
+
+    def forward(self, crops_u8: torch.Tensor) -> torch.Tensor:
+        x = crops_u8.permute(0, 3, 1, 2).flip(1).float()          # NHWC BGR -> NCHW RGB
+        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        pts, conf = self.codec.decode(self.net(x))
+        return torch.cat([pts, conf[..., None]], -1).float()
+
+
+def load_graph(weights: Path, decode: str | None = None) -> tuple[DeployGraph, Recipe]:
+    """A hihtrack checkpoint -> its inference graph (eval mode, CPU) and its recipe."""
+    ck = load_checkpoint(weights)
+    if "recipe" not in ck:
+        raise WeightsError(f"{weights} has no recipe: it is not a hihtrack checkpoint (for the official "
+                           "HIH format use models.weights.official_state_dict with configs/hih_paper.yaml)")
+    try:
+        recipe = Recipe.from_dict(ck["recipe"])
+    except SettingsError as e:
+        raise WeightsError(f"{weights} carries a recipe this version cannot read ({e}); retrain or re-export it") from None
+    net = build_network(recipe.model)
+    load_into(net, ck["state_dict"], str(weights))
+    decode = decode or ck.get("decode", "hih")
+    codec = recipe.hih_codec()
+    if decode != "hih":
+        codec = build_codec(decode, input_px=codec.input_px, heatmap_px=codec.heatmap_px)
+    return DeployGraph(net.to(memory_format=torch.channels_last), codec).eval(), recipe
+
+
+def facts(recipe: Recipe, graph: DeployGraph) -> dict:
+    """What the crop geometry needs to know about a network (stored with its ONNX graph)."""
+    return {"input_px": recipe.model.input_px, "crop_scale": recipe.augment.crop_scale,
+            "num_points": recipe.model.num_landmarks, "stride": graph.codec.stride}
+
+
+def export_graph(weights: Path, path: Path, decode: str | None = None) -> None:
+    """The inference graph of `weights` as ONNX: uint8 crops in, (B,K,3) points out."""
+    graph, recipe = load_graph(weights, decode)
+    s = recipe.model.input_px
+    with torch.inference_mode(False), torch.no_grad():
+        export_onnx(graph, path, torch.zeros(1, s, s, 3, dtype=torch.uint8), ["points"], facts(recipe, graph))
+
+
+@dataclass
+class _Slot:
+    host_in: torch.Tensor
+    host_out: torch.Tensor
+    copy: "torch.cuda.Stream"
+    compute: "torch.cuda.Stream"
+    uploaded: "torch.cuda.Event"
+    done: "torch.cuda.Event"
+    n: int = 0
+
+
+class TorchRunner:
+    """Runs the graph on `device` in `precision`; on CUDA through the stream ring."""
+
+    def __init__(self, weights: Path, device: str, precision: str = "fp32", streams: int = 2, threads: int = 0,
+                 decode: str | None = None, max_batch: int = 16):
+        self.graph, self.recipe = load_graph(weights, decode)
+        self.facts = facts(self.recipe, self.graph)
+        self.device = torch.device(device)
+        if threads:
+            torch.set_num_threads(threads)
+        self.dtype = PRECISIONS[precision]
+        self.graph = self.graph.to(self.device)
+        self.max_batch = max_batch
+        self._slots = [self._make_slot(max_batch) for _ in range(max(1, streams))] if self.device.type == "cuda" else []
+        self._next = 0
+
+    @torch.inference_mode()
+    def forward(self, crops_u8: torch.Tensor) -> torch.Tensor:
+        """(B,S,S,3) uint8 on self.device -> (B,K,3) on self.device."""
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            return self.graph(crops_u8)
+
+    def __call__(self, crops_u8: np.ndarray | torch.Tensor) -> np.ndarray:
+        """(B,S,S,3) uint8 crops (host array, or a tensor on the device) -> (B,K,3) host array."""
+        if isinstance(crops_u8, torch.Tensor):
+            return self.forward(crops_u8).cpu().numpy()
+        if self._slots:
+            return self.collect(self.submit(crops_u8))
+        return self.forward(torch.from_numpy(np.ascontiguousarray(crops_u8))).numpy()
+
+    def crops_on_device(self, image_bgr: np.ndarray, matrices: np.ndarray) -> torch.Tensor:
+        """The crops made where the network runs: the frame is uploaded once and all its faces are
+        sampled in one grid_sample -> (N,S,S,3) uint8 BGR on self.device."""
+        frame = torch.from_numpy(np.ascontiguousarray(image_bgr)).to(self.device, non_blocking=True)
+        m = torch.as_tensor(matrices, dtype=torch.float32, device=self.device)
+        out = crop.warp_many(frame.permute(2, 0, 1).float(), m, self.facts["input_px"])
+        return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+    @staticmethod
+    def concat(parts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(parts)
+
+    # ---- CUDA streams -----------------------------------------------------------------------
+    def _make_slot(self, rows: int) -> _Slot:
+        s, k = self.facts["input_px"], self.facts["num_points"]
+        return _Slot(torch.empty((rows, s, s, 3), dtype=torch.uint8).pin_memory(),
+                     torch.empty((rows, k, 3), dtype=torch.float32).pin_memory(),
+                     torch.cuda.Stream(self.device), torch.cuda.Stream(self.device),
+                     torch.cuda.Event(), torch.cuda.Event())
+
+    @torch.inference_mode()
+    def submit(self, crops_u8: np.ndarray) -> _Slot:
+        """Queue one batch on the next slot and return without waiting."""
+        i, n = self._next, len(crops_u8)
+        self._next = (i + 1) % len(self._slots)
+        self._slots[i].done.synchronize()          # the slot's previous result has been read
+        if n > len(self._slots[i].host_in):         # a larger batch than the slot was made for
+            self._slots[i] = self._make_slot(n)
+        slot = self._slots[i]
+        slot.host_in[:n].numpy()[...] = crops_u8
+        with torch.cuda.stream(slot.copy):
+            dev_in = slot.host_in[:n].to(self.device, non_blocking=True)
+            slot.uploaded.record(slot.copy)
+        with torch.cuda.stream(slot.compute):
+            slot.compute.wait_event(slot.uploaded)
+            dev_in.record_stream(slot.compute)
+            slot.host_out[:n].copy_(self.forward(dev_in), non_blocking=True)
+            slot.done.record(slot.compute)
+        slot.n = n
+        return slot
+
+    @staticmethod
+    def collect(slot: _Slot) -> np.ndarray:
+        slot.done.synchronize()
+        return slot.host_out[:slot.n].numpy().copy()
