@@ -6,8 +6,7 @@ from every frame, sent as OSC to the avatar app's VMC receiver port.
 import argparse
 import sys
 
-from hihtrack import FaceTracker
-from stream.senders import build_sender
+from hihtrack import FaceTracker, build_sender
 
 
 def main() -> None:

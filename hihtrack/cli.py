@@ -13,44 +13,97 @@ them, so `train` and `bench speed` also run where only torch + numpy (+ cv2) are
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
 import time
+import typing
 from pathlib import Path
 
-from models.schema import UserError, WeightsError
+from models.schema import UserError, WeightsError, check_value
 
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")      # no V4L probing noise on machines without cameras
 os.environ.setdefault("GLOG_minloglevel", "2")          # mediapipe's C++ logging
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parents[1]     # the checkout (or site-packages): configs/, models/weights/, bench/
-SUBCOMMANDS = ("track", "extract", "train", "eval", "bench", "export", "replay", "fit-shape", "synth-poses", "train-pupils")
+SUBCOMMANDS = ("track", "extract", "train", "eval", "bench", "export", "replay", "fit-shape", "synth-poses", "train-pupils",
+               "config")
 
 
 class CliError(UserError):
     """A user-facing problem found by the CLI itself: printed as one line, exit status 2."""
 
 
-# flags whose setting lives in a section of configs/pipeline.yaml
-FLAG_SETTINGS = {"host": "gradio.host", "port": "gradio.port", "share": "gradio.share"}
+# `hihtrack track`'s flags: every top-level setting (stream/settings.py) by its own name, and these from
+# the web page's section by a short one
+SECTION_FLAGS = {"host": "gradio.host", "port": "gradio.port", "share": "gradio.share"}
+
+
+def track_flags() -> dict[str, tuple[str, dataclasses.Field, object]]:
+    """flag dest -> (setting's dotted name, its field, its type), generated from TrackSettings."""
+    from stream.settings import TrackSettings, WebSettings
+    out = {}
+    for cls, prefix in ((TrackSettings, ""), (WebSettings, "gradio.")):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            dotted = prefix + f.name
+            if dataclasses.is_dataclass(hints[f.name]) or (prefix and dotted not in SECTION_FLAGS.values()):
+                continue
+            dest = next((k for k, v in SECTION_FLAGS.items() if v == dotted), f.name)
+            out[dest] = (dotted, f, hints[f.name])
+    return out
+
+
+def _add_setting_flag(parser: argparse.ArgumentParser, dest: str, f: dataclasses.Field, hint) -> None:
+    """One flag for one setting: its help and default come from the field, its value is checked by
+    the settings schema (so a flag and a config key get the same one-line errors)."""
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    args = typing.get_args(hint)
+    kwargs: dict = {"dest": dest, "help": f"{f.metadata.get('help', '')} (default: {default})"}
+    if hint is bool:
+        kwargs.update(action="store_true", default=None)
+    elif typing.get_origin(hint) is list:
+        kwargs.update(action="append", metavar="VALUE")
+    elif hint is int or (typing.get_origin(hint) is typing.Literal and all(isinstance(a, int) for a in args)):
+        kwargs.update(type=_whole_number)
+    elif hint is float:
+        kwargs.update(type=float)
+    if typing.get_origin(hint) is typing.Literal and "|" not in kwargs["help"]:
+        kwargs["help"] = f"{' | '.join(map(str, args))}: {kwargs['help']}"
+    parser.add_argument(f"--{dest.replace('_', '-')}", **kwargs)
+
+
+def flags_markdown() -> str:
+    """The README's table of track flags, generated from the settings (a test keeps the README's copy equal)."""
+    rows = ["| flag | default | what it does |", "|---|---|---|"]
+    for dest, (_, f, hint) in track_flags().items():
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        shown = "off" if default is False else "—" if default in (None, []) else f"`{default}`"
+        choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else ()
+        what = f.metadata.get("help", "")
+        what += f" ({' · '.join(map(str, choices))})" if choices and "|" not in what else ""
+        rows.append(f"| `--{dest.replace('_', '-')}` | {shown} | {what.replace('|', '·')} |")
+    return "\n".join(rows) + "\n"
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
 def track_settings(args: argparse.Namespace):
-    """configs/pipeline.yaml, then --config on it, then every flag that was given: checked once."""
-    from models.schema import SettingsError
-    from stream.settings import load_settings
-    given = {k: v for k, v in vars(args).items() if k not in ("config", "func", "command") and v is not None}
-    try:
-        return load_settings(args.config, **{FLAG_SETTINGS.get(k, k): v for k, v in given.items()})
-    except SettingsError as e:   # a flag's value: name the flag the user typed
-        msg = str(e)
-        for dest in given:
-            name = FLAG_SETTINGS.get(dest, dest)
-            if msg.startswith((f"{name} ", f"unknown setting '{name}'")):
-                raise SettingsError(f"--{dest.replace('_', '-')}{msg[len(name):]}") from None
-        raise
+    """The fields' defaults, then --config, then every flag that was given: checked once, each flag's
+    value by its own name."""
+    from stream.settings import TrackSettings, load_settings
+    flags = track_flags()
+    given = {dest: v for dest, v in vars(args).items() if dest in flags and v is not None}
+    for dest, value in given.items():
+        check_value(TrackSettings, flags[dest][0], value, f"--{dest.replace('_', '-')}")
+    return load_settings(args.config, **{flags[dest][0]: v for dest, v in given.items()})
 
 
 def cmd_track(args: argparse.Namespace) -> int:
@@ -61,6 +114,7 @@ def cmd_track(args: argparse.Namespace) -> int:
         return _serve_web(settings)
     window = _open_window(settings.ui)
     with FaceTracker(settings) as tracker:
+        _print_auto_choices(tracker.auto_choices)
         source = tracker.open_source(notify=_notice)
         outputs = tracker.outputs(source)
         recorder = next((o for o in outputs if hasattr(o, "lost_rows")), None)
@@ -86,6 +140,11 @@ def cmd_track(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_auto_choices(choices: dict[str, str]) -> None:
+    if choices:
+        _notice("chosen automatically: " + ", ".join(f"{k} {v}" for k, v in choices.items()))
+
+
 def _notice(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -109,11 +168,11 @@ class _Progress:
         self.tracker, self._last = tracker, 0.0
 
     def __call__(self, frame) -> None:
-        from ui.draw import stats_lines
+        from stream.draw import stats_lines
         if time.perf_counter() - self._last > 1.0:
             self._last = time.perf_counter()
-            pipe = self.tracker.pipeline
-            lines = stats_lines(frame, pipe.stats.fps(), pipe.stats.dropped, self.tracker.settings.smoothing, False)
+            stats = self.tracker.stats
+            lines = stats_lines(frame, stats.fps, stats.dropped, self.tracker.settings.smoothing, False)
             print("\r" + " | ".join(lines[:2]) + "   ", end="", file=sys.stderr, flush=True)
 
 
@@ -144,60 +203,60 @@ def _print_summary(s, recorder) -> None:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    """One recording per input; finished ones skipped; a summary; exit 1 if any input failed."""
-    from tqdm import tqdm
-
-    from hihtrack.extract import expand_inputs, frame_estimate, plan, run_batched, run_local, run_ray
+    """One recording per input; finished ones skipped; a results table; exit 1 if any input failed."""
+    from hihtrack.extract import extract_all
     from stream.settings import load_settings
 
     flags = {k: getattr(args, k) for k in ("landmarker", "smoothing", "weights", "device", "backend", "detector",
                                            "crop_views")}
-    settings = load_settings(args.config, **flags)
-    inputs = expand_inputs(args.inputs)
-    if not inputs:
-        raise CliError("no inputs found; give video files, folders, globs or a list file")
-    out = Path(args.out)
+    progress = _ExtractProgress(args.format, args.out, per_file=bool(args.ray))
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / ".write-test").touch()
-        (out / ".write-test").unlink()
-    except OSError as e:
-        raise CliError(f"cannot write to --out {out} ({e.strerror}); choose a folder you can write to") from None
-    jobs = plan(inputs, out, args.format)
-    todo = [j for j in jobs if not Path(j.output).exists()]
-    print(f"{len(jobs)} inputs, {len(jobs) - len(todo)} already done; writing {args.format} to {out}", file=sys.stderr)
-    bar = tqdm(total=sum(frame_estimate(j.input) for j in todo) or None, unit="frame", desc=f"0/{len(todo)} files",
-               file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
-    finished = []
+        report = extract_all(args.inputs, args.out, load_settings(args.config, **flags), fmt=args.format,
+                         workers=args.workers, batch_videos=args.batch_videos, ray=args.ray, on_plan=progress.plan,
+                         on_frames=progress.frames, on_result=progress.result, notify=_notice)
+    finally:
+        progress.close()
+    _print_extract_table(report)
+    return 1 if report.failed else 0
 
-    def on_result(r):
-        finished.append(r)
-        bar.set_description(f"{len(finished)}/{len(todo)} files")
+
+class _ExtractProgress:
+    """extract's progress bar (tqdm on stderr): frames as they are done, files as they finish."""
+
+    def __init__(self, fmt: str, out: str, per_file: bool):
+        self.fmt, self.out, self.per_file = fmt, out, per_file    # per_file: Ray workers report whole inputs
+        self.bar, self.todo, self.finished = None, 0, 0
+
+    def plan(self, jobs, todo) -> None:
+        from tqdm import tqdm
+
+        from hihtrack.extract import frame_estimate
+        print(f"{len(jobs)} inputs, {len(jobs) - len(todo)} already done; writing {self.fmt} to {self.out}", file=sys.stderr)
+        self.todo = len(todo)
+        self.bar = tqdm(total=sum(frame_estimate(j.input) for j in todo) or None, unit="frame", desc=f"0/{self.todo} files",
+                        file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
+
+    def frames(self, n: int) -> None:
+        self.bar.update(n)
+
+    def result(self, r):
+        self.finished += 1
+        self.bar.set_description(f"{self.finished}/{self.todo} files")
         if r.error:
-            tqdm.write(f"failed: {r.input}: {r.error}", file=sys.stderr)
-        elif args.ray:          # Ray workers report per file: the bar moves by whole inputs
-            bar.update(r.frames)
+            self.bar.write(f"failed: {r.input}: {r.error}", file=sys.stderr)
+        elif self.per_file:
+            self.bar.update(r.frames)
         return r
 
-    t0 = time.perf_counter()
-    try:
-        batch_videos = args.batch_videos if args.batch_videos >= 0 else _auto_batch_videos(settings)
-        if args.ray:
-            results = run_ray(todo, settings, args.format, args.ray, on_result)
-        elif batch_videos:
-            print(f"{batch_videos} inputs at a time, their faces batched through one network", file=sys.stderr)
-            results = run_batched(todo, settings, args.format, batch_videos, bar.update, on_result)
-        else:
-            results = run_local(todo, settings, args.format, args.workers or max(1, os.cpu_count() or 1),
-                                bar.update, on_result)
-    finally:
-        bar.close()
-        if (out / ".partial").is_dir() and not any((out / ".partial").iterdir()):
-            (out / ".partial").rmdir()
-    wall_s = time.perf_counter() - t0
-    done = {r.input: r for r in results}
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _print_extract_table(report) -> None:
+    done = {r.input: r for r in report.results}
     print(f"{'input':40s} {'frames':>7s} {'w/ face':>7s} {'fps':>6s}  result")
-    for job in jobs:
+    for job in report.jobs:
         r = done.get(job.input)
         if r is None:
             print(f"{job.input[-40:]:40s} {'':>7s} {'':>7s} {'':>6s}  skipped: {job.output} already done")
@@ -205,18 +264,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
             print(f"{job.input[-40:]:40s} {'':>7s} {'':>7s} {'':>6s}  error: {r.error}")
         else:
             print(f"{job.input[-40:]:40s} {r.frames:7d} {r.frames_with_face:7d} {r.fps:6.1f}  {r.output}")
-    failed = [r for r in results if r.error]
-    frames = sum(r.frames for r in results)
-    print(f"{len(results) - len(failed)} extracted, {len(jobs) - len(todo)} skipped, {len(failed)} failed; "
-          f"{frames} frames in {wall_s:.1f} s = {frames / max(wall_s, 1e-9):.1f} frames/s overall")
-    return 1 if failed else 0
-
-
-def _auto_batch_videos(settings) -> int:
-    """Cross-video batching where it pays: the hih network on a GPU (32 inputs at once); 0 on a CPU,
-    where one worker process per core is faster."""
-    from models.engine import resolve_device
-    return 32 if settings.landmarker == "hih" and resolve_device(settings.device).startswith("cuda") else 0
+    print(f"{len(report.results) - len(report.failed)} extracted, {len(report.skipped)} skipped, {len(report.failed)} failed; "
+          f"{report.frames} frames in {report.wall_s:.1f} s = {report.frames / max(report.wall_s, 1e-9):.1f} frames/s overall")
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -236,6 +285,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         window.close()
     n_faces = int((rec["face_id"] >= 0).sum())
     print(f"replayed {shown} frames, {n_faces} face observations, {rec['landmarks'].shape[2]} points per face")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Every setting with its default and help, as YAML (configs/pipeline.yaml is this output)."""
+    from stream.settings import defaults_yaml
+    print(defaults_yaml(), end="")
     return 0
 
 
@@ -433,40 +489,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
     tr = sub.add_parser("track", help="track faces live (the default)")
-    tr.add_argument("--source", help="camera index, video file, image folder, URL, demo or demo:N (default: webcam, else demo)")
-    tr.add_argument("--ui", help="auto | opencv | gradio | none (auto: a window when there is a display)")
-    tr.add_argument("--host", help="gradio: interface to bind (default 127.0.0.1)")
-    tr.add_argument("--port", type=int, help="gradio: port (default 7860)")
-    tr.add_argument("--share", action="store_true", default=None, help="gradio: also make a public share link")
-    tr.add_argument("--landmarker", help="hih | mediapipe")
-    tr.add_argument("--weights", help="HIH weights: small (the default, models/weights/hih_small_300w.pt), fast, or a file")
-    tr.add_argument("--device", help="auto | cpu | cuda[:i]")
-    tr.add_argument("--precision", help="fp32 | fp16 | bf16")
-    tr.add_argument("--backend", help="CPU inference: torch | onnxruntime")
-    tr.add_argument("--threads", type=int)
-    tr.add_argument("--crop-views", dest="crop_views", type=int,
-                    help="1 | 2 | 4 HIH crops per face (staggered half a cell, mirrored), averaged: steadier, more accurate, slower; "
-                         "0: 2 on a GPU, 1 on a CPU")
-    tr.add_argument("--smoothing", help="shape | kalman | one_euro | none")
-    tr.add_argument("--detector", help="blazeface | haar")
-    tr.add_argument("--record", help="write landmarks to PATH (.csv, .jsonl or .npz)")
-    tr.add_argument("--record-video", dest="record_video", help="write the annotated video to PATH.mp4 (PyAV)")
-    tr.add_argument("--calibration", help="expression calibration profile (JSON): loaded if it exists, saved when you "
-                    "calibrate (c key / button)")
-    tr.add_argument("--send", action="append", help="osc://host:port (VMC), udp://host:port or ws://host:port; repeatable")
-    tr.add_argument("--record-format", dest="record_format", help="csv | jsonl | npz (default: from the extension)")
-    tr.add_argument("--overwrite", action="store_true", default=None, help="replace an existing recording")
-    tr.add_argument("--max-frames", dest="max_frames", type=int, help="stop after N frames")
-    tr.add_argument("--realtime", action="store_true", default=None,
-                    help="pace a file (local or http) at its own frame rate, dropping frames like a camera; "
-                         "without it a file keeps every frame")
-    tr.add_argument("--live", action="store_true", default=None,
-                    help="an http(s) URL is a live stream (drop frames, allow --reconnect), not a file")
-    tr.add_argument("--reconnect", action="store_true", default=None, help="reopen a camera that stops")
-    tr.add_argument("--demo-frames", dest="demo_frames", type=int)
-    tr.add_argument("--folder-mode", dest="folder_mode",
-                    help="an image folder is: auto (decide from sizes and content) | stills (unrelated photos) | video (frames)")
-    tr.add_argument("--config", help="pipeline YAML (default configs/pipeline.yaml); flags win over it")
+    for dest, (_, f, hint) in track_flags().items():
+        _add_setting_flag(tr, dest, f, hint)
+    tr.add_argument("--config", help="a YAML file of the settings you change (all of them: `hihtrack config`); "
+                    "flags win over it")
     tr.set_defaults(func=cmd_track)
 
     xt = sub.add_parser("extract", help="landmarks for many videos: one recording per input, resumable, parallel or on Ray")
@@ -487,6 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--weights", default=str(ROOT / "models/weights/hih_small_300w.pt"))
     ex.add_argument("--out", default="hih_small.onnx")
     ex.set_defaults(func=cmd_export)
+
+    cf = sub.add_parser("config", help="print every setting with its default and help: a YAML to copy the keys you change from")
+    cf.set_defaults(func=cmd_config)
 
     rp = sub.add_parser("replay", help="play a recording back over its video or a blank canvas")
     rp.add_argument("file")

@@ -1,7 +1,10 @@
 """Landmarks for a whole collection: one recording per input, resumable, in parallel or on Ray.
 
-    python run.py extract videos/ more/*.mp4 list.txt --out landmarks/ [--format csv|jsonl|npz]
-                          [--workers N | --ray auto|ADDRESS]
+    hihtrack extract videos/ more/*.mp4 list.txt --out landmarks/ [--format csv|jsonl|npz]
+                     [--workers N | --batch-videos N | --ray auto|ADDRESS]
+
+    from hihtrack import extract_all
+    report = extract_all(["videos/"], "landmarks/", smoothing="shape")    # what the command runs
 
 Every output is written under `OUT/.partial/` and moved to its final name (sidecar first, data
 last) only when its input is finished, so a file with a final name is always complete and a rerun
@@ -268,13 +271,11 @@ def run_ray(jobs: list[Job], settings: TrackSettings, fmt: str, address: str, on
         raise ExtractError("--ray needs the ray package: pip install -r requirements.txt") from None
     try:
         # the package travels with the job (Ray's runtime_env): nodes need no checkout at the same path
-        import bench  # the packages a worker imports
-        import hihtrack
+        import hihtrack  # the packages a worker imports
         import models
         import stream
-        import ui
         ray.init(address=None if address == "local" else address, ignore_reinit_error=True, log_to_driver=False,
-                 include_dashboard=False, runtime_env={"py_modules": [hihtrack, models, stream, ui, bench]})
+                 include_dashboard=False, runtime_env={"py_modules": [hihtrack, models, stream]})
     except ConnectionError as e:
         raise ExtractError(f"no Ray cluster at {address!r} ({str(e).splitlines()[0][:120]}); start one with "
                            "`ray start --head`, or pass --ray local for a one-machine cluster") from None
@@ -301,6 +302,83 @@ def run_ray(jobs: list[Job], settings: TrackSettings, fmt: str, address: str, on
     finally:
         ray.shutdown()
     return results
+
+
+@dataclass
+class ExtractReport:
+    """What one extract run did: every planned job, the results of those it ran, the wall time."""
+    jobs: list[Job]
+    results: list[Result]
+    wall_s: float
+
+    @property
+    def failed(self) -> list[Result]:
+        return [r for r in self.results if r.error]
+
+    @property
+    def skipped(self) -> list[Job]:
+        ran = {r.input for r in self.results}
+        return [j for j in self.jobs if j.input not in ran]
+
+    @property
+    def frames(self) -> int:
+        return sum(r.frames for r in self.results)
+
+
+def auto_batch_videos(settings: TrackSettings) -> int:
+    """Cross-video batching where it pays: the hih network on a GPU (32 inputs at once); 0 on a CPU,
+    where one worker process per core is faster."""
+    from models.engine import resolve_device
+    return 32 if settings.landmarker == "hih" and resolve_device(settings.device).startswith("cuda") else 0
+
+
+def extract_all(inputs: Iterable[str], out_dir: str | Path, settings: TrackSettings | None = None, *, fmt: str = "csv",
+            workers: int = 0, batch_videos: int = -1, ray: str | None = None,
+            on_plan: Callable[[list[Job], list[Job]], None] | None = None, on_frames: Callable[[int], None] | None = None,
+            on_result: Callable[[Result], Result] | None = None, notify: Callable[[str], None] | None = None,
+            **overrides) -> ExtractReport:
+    """One recording per input in `out_dir`, skipping the finished ones (a rerun resumes).
+
+    inputs: files, folders, quoted globs, URLs, list files. `settings` (or keyword settings as for
+    FaceTracker). Engines: `ray` (an address, "auto" or "local"), else `batch_videos` inputs at once in
+    one process (-1: 32 on a GPU, off on a CPU), else `workers` processes (0: one per core).
+    Callbacks: on_plan(all jobs, jobs to run) once, on_frames(n) as frames are done, on_result(result)
+    per input, notify(message) for what the run decided."""
+    from stream.settings import load_settings
+    if fmt not in FORMAT_EXT:
+        raise ExtractError(f"format {fmt!r} is not one of {', '.join(FORMAT_EXT)}")
+    settings = settings or load_settings(**overrides)
+    expanded = expand_inputs(inputs)
+    if not expanded:
+        raise ExtractError("no inputs found; give video files, folders, globs or a list file")
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ".write-test").touch()
+        (out / ".write-test").unlink()
+    except OSError as e:
+        raise ExtractError(f"cannot write to --out {out} ({e.strerror}); choose a folder you can write to") from None
+    jobs = plan(expanded, out, fmt)
+    todo = [j for j in jobs if not Path(j.output).exists()]
+    if on_plan:
+        on_plan(jobs, todo)
+    on_frames, on_result = on_frames or (lambda n: None), on_result or (lambda r: r)
+    t0 = time.perf_counter()
+    try:
+        batch_videos = batch_videos if batch_videos >= 0 else auto_batch_videos(settings)
+        if ray:
+            results = run_ray(todo, settings, fmt, ray, on_result)
+        elif batch_videos:
+            if notify:
+                notify(f"{batch_videos} inputs at a time, their faces batched through one network")
+            results = run_batched(todo, settings, fmt, batch_videos, on_frames, on_result)
+        else:
+            results = run_local(todo, settings, fmt, workers or max(1, os.cpu_count() or 1), on_frames, on_result)
+    finally:
+        partial = out / PARTIAL
+        if partial.is_dir() and not any(partial.iterdir()):
+            partial.rmdir()
+    return ExtractReport(jobs, results, time.perf_counter() - t0)
 
 
 def frame_estimate(spec: str) -> int:

@@ -49,6 +49,18 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def auto_threads() -> int:
+    """CPU inference threads for 0 (auto): all cores but one, left to capture, detection and smoothing
+    (measured on 2 cores: 52 FPS with 1 thread vs 37 FPS with 2 on the demo clip; the threads contend)."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def auto_views(device: str) -> int:
+    """Crop views for 0 (auto): a second view is free on a GPU (bench speed: batch 2 costs what batch 1
+    does) and costs 1.7x on a CPU."""
+    return 2 if device.startswith("cuda") else 1
+
+
 class OnnxRunner:
     """The inference graph on onnxruntime (CPU): (B,S,S,3) uint8 BGR crops -> (B,K,3) x, y, confidence."""
 
@@ -85,7 +97,7 @@ class LandmarkEngine:
         self.weights_path = weights_path(weights)
         self.device = resolve_device(device)
         if backend == "onnxruntime" and self.device == "cpu":
-            self.runner = OnnxRunner(self.weights_path, threads or max(1, (os.cpu_count() or 1)), decode)
+            self.runner = OnnxRunner(self.weights_path, threads or auto_threads(), decode)
         else:
             from models.torch_runner import TorchRunner
             self.runner = TorchRunner(self.weights_path, self.device, precision, streams, threads, decode, max_batch)
@@ -93,8 +105,7 @@ class LandmarkEngine:
         self.input_px, self.crop_scale = int(facts["input_px"]), float(facts["crop_scale"])
         self.num_points, self.stride = int(facts["num_points"]), float(facts["stride"])
         self.max_batch = max_batch
-        if views == 0:   # auto: a second view is free on a GPU (bench speed: batch 2 costs what batch 1 does), 1.7x on a CPU
-            views = 2 if self.device.startswith("cuda") else 1
+        views = views or auto_views(self.device)
         if views not in VIEWS:
             raise ValueError(f"views must be one of {sorted(VIEWS)}, not {views}")
         self.views = VIEWS[views]

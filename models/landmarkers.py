@@ -35,12 +35,8 @@ class HIHLandmarker:
     def __init__(self, weights: str | Path | None = None, device: str = "auto", precision: str = "fp32",
                  threads: int = 0, streams: int = 2, backend: str = "onnxruntime", decode: str | None = None,
                  views: int = 0):
-        import os
-
-        from models.engine import LandmarkEngine
-        # threads=0: leave one core to the capture/detect/smooth threads (measured on 2 cores:
-        # 52 FPS with 1 torch thread vs 37 FPS with 2 on the demo clip; the threads contend)
-        threads = threads or max(1, (os.cpu_count() or 2) - 1)
+        from models.engine import LandmarkEngine, auto_threads
+        threads = threads or auto_threads()
         self.engine = LandmarkEngine(weights, device, precision, streams=streams, threads=threads,
                                      backend=backend, decode=decode, views=views)
         self.num_points = self.engine.num_points

@@ -3,7 +3,7 @@
 `from_mapping(Cls, data)` builds a `Cls` from plain data (YAML, flags), refusing what does not fit
 with one line that names the key and what to write instead: unknown keys (with the nearest known
 key), wrong types (a quoted "false" is not a bool, "ten" is not an int), values outside the range a
-field declares with `ranged(...)`, and values outside a `Literal[...]`. Nested dataclasses are
+field declares with `setting(..., lo, hi)`, and values outside a `Literal[...]`. Nested dataclasses are
 checked recursively, so `tracking.detect_every` is reported by its full dotted name.
 """
 from __future__ import annotations
@@ -32,9 +32,14 @@ class WeightsError(UserError, ValueError):
     """Weights that cannot be used; the message names the file and what to do."""
 
 
-def ranged(default, lo=None, hi=None, **kwargs):
-    """A dataclass field whose value must lie in [lo, hi] (either end may be open: None)."""
-    return dataclasses.field(default=default, metadata={"range": (lo, hi)}, **kwargs)
+def setting(default=dataclasses.MISSING, lo=None, hi=None, *, help: str = "", factory=None):
+    """A settings field: its default (`factory` makes lists and sections), the range [lo, hi] its value
+    must lie in (either end open: None) and its help text, from which the flag's --help and the
+    comment in configs/pipeline.yaml are generated."""
+    meta = {"help": help, **({"range": (lo, hi)} if lo is not None or hi is not None else {})}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
 
 
 def nearest(key: str, known) -> str:
@@ -97,6 +102,16 @@ def from_mapping(cls, data: Any, where: str = ""):
             raise SettingsError(f"unknown setting {_join(where, key)!r}{hint}")
         kwargs[key] = _convert(value, hints[key], _join(where, key), fields[key].metadata)
     return cls(**kwargs)
+
+
+def check_value(cls, dotted_key: str, value, name: str):
+    """`value` checked against the field `dotted_key` of dataclass `cls` (e.g. 'gradio.port'), its
+    errors naming it `name` (e.g. the flag '--port'): the value, converted."""
+    *parents, leaf = dotted_key.split(".")
+    for part in parents:
+        cls = typing.get_type_hints(cls)[part]
+    f = {f.name: f for f in dataclasses.fields(cls)}[leaf]
+    return _convert(value, typing.get_type_hints(cls)[leaf], name, f.metadata)
 
 
 def _join(where: str, key) -> str:

@@ -29,7 +29,7 @@ from models.codec import HIHCodec, build_codec
 from models.losses import LossConfig, consistency_loss, hih_loss
 from models.metrics import nme_per_face, summarize
 from models.network import NetworkConfig, build_network, slim
-from models.schema import from_mapping, ranged
+from models.schema import from_mapping, setting
 from models.schemes import scheme_for
 from models.weights import load_checkpoint, load_into, save_checkpoint
 
@@ -38,30 +38,30 @@ DECODES = ("hih", "argmax", "quarter", "centroid", "dark", "softargmax")
 
 @dataclass
 class OptimConfig:
-    lr: float = ranged(1e-3, 1e-9, 10.0)
-    weight_decay: float = ranged(0.0, 0.0, 1.0)
-    batch_size: int = ranged(16, 1, 4096)
-    epochs: int = ranged(40, 1, 100_000)
-    budget_s: float = ranged(0.0, 0.0)         # > 0: the cosine schedule follows wall time and stops at it
-    warmup_steps: int = ranged(200, 0)
-    eval_every_epochs: int = ranged(2, 1)
+    lr: float = setting(1e-3, 1e-9, 10.0)
+    weight_decay: float = setting(0.0, 0.0, 1.0)
+    batch_size: int = setting(16, 1, 4096)
+    epochs: int = setting(40, 1, 100_000)
+    budget_s: float = setting(0.0, 0.0)         # > 0: the cosine schedule follows wall time and stops at it
+    warmup_steps: int = setting(200, 0)
+    eval_every_epochs: int = setting(2, 1)
     seed: int = 0
     roi_cell: Literal["predicted", "gt"] = "predicted"    # which integer cell the ROI decimal head learns to refine
-    grad_clip: float = ranged(0.0, 0.0)        # > 0: clip the gradient norm (fine-tuning with the consistency loss)
+    grad_clip: float = setting(0.0, 0.0)        # > 0: clip the gradient norm (fine-tuning with the consistency loss)
 
 
 @dataclass
 class DataConfig:
-    cache_side_px: int = ranged(256, 32, 2048)
-    cache_box_scale: float = ranged(1.8, 1.0, 4.0)
-    val_faces: int = ranged(100, 0)          # held out from the training split for best-model selection;
+    cache_side_px: int = setting(256, 32, 2048)
+    cache_box_scale: float = setting(1.8, 1.0, 4.0)
+    val_faces: int = setting(100, 0)          # held out from the training split for best-model selection;
                                    # 0 = validate on the training faces themselves (overfit checks)
-    workers: int = ranged(2, 0, 64)
+    workers: int = setting(2, 0, 64)
     synth: str = ""                # a `run.py synth-poses` cache mixed into training ("" = real faces only); the
                                    # views of held-out faces join the validation set, never the training set
-    balance_power: float = ranged(0.0, 0.0, 1.0)   # sample faces by 1 / (faces in their pose bin) ** power:
+    balance_power: float = setting(0.0, 0.0, 1.0)   # sample faces by 1 / (faces in their pose bin) ** power:
                                    # 0 = uniform, 1 = every yaw bin equally often
-    synth_share: float = ranged(0.0, 0.0, 1.0)     # > 0: this share of each epoch's samples is synthetic, the rest
+    synth_share: float = setting(0.0, 0.0, 1.0)     # > 0: this share of each epoch's samples is synthetic, the rest
                                    # real (0 = in proportion to their counts); near-frontal accuracy needs real faces
 
 

@@ -8,6 +8,10 @@ from stream.recorders import Recorder, RecordMeta
 from stream.settings import TrackSettings
 from stream.sources import Source
 
+# what a recording keeps of the settings it was made with (after the automatic choices: FaceTracker)
+RECORDED_SETTINGS = ("landmarker", "weights", "device", "precision", "backend", "threads", "crop_views", "detector",
+                     "detector_min_score", "folder_mode")
+
 
 def record_meta(settings: TrackSettings, landmarker, source: Source) -> RecordMeta:
     from dataclasses import asdict
@@ -20,7 +24,8 @@ def record_meta(settings: TrackSettings, landmarker, source: Source) -> RecordMe
     scheme = landmarker.scheme + ("+pupils" if points == landmarker.num_points + 2 else "")
     return RecordMeta(scheme, points, settings.landmarker, file_sha256(wp) if wp else None,
                       source.description, source.fps, None,
-                      {"mode": settings.smoothing, **(asdict(smoother) if smoother is not None else {})})
+                      {"mode": settings.smoothing, **(asdict(smoother) if smoother is not None else {})},
+                      {k: getattr(settings, k) for k in RECORDED_SETTINGS})
 
 
 def open_recorder(settings: TrackSettings, landmarker, source: Source, path=None) -> Recorder:

@@ -38,6 +38,7 @@ class RecordMeta:
     fps: float | None
     image_size: tuple[int, int] | None = None
     smoothing: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)       # the tracker's settings that shape the landmarks
 
 
 def _pose_cols(face) -> list[float]:

@@ -24,15 +24,16 @@ from functools import lru_cache
 
 import numpy as np
 
-from models.schema import ranged
+from models.schema import setting
 from models.shape import DEFAULT_SHAPE_MODEL, ShapeModel, apply_similarity
 
 
 @dataclass
 class KalmanConfig:
-    process_noise: float = ranged(10.0, 1e-9, 1e9)     # acceleration variance, (face sides / s^2)^2; tuned by bench jitter
-    measurement_noise: float = ranged(2e-5, 1e-12, 1.0)  # position variance at confidence 1, face sides^2
-    min_confidence: float = ranged(0.05, 0.0, 1.0)
+    process_noise: float = setting(10.0, 1e-9, 1e9, help="acceleration variance, (face sides / s^2)^2; chosen on "
+                                   "`bench jitter` (lag <= 0.5 frames on a jump)")
+    measurement_noise: float = setting(2e-5, 1e-12, 1.0, help="position variance at confidence 1, face sides^2")
+    min_confidence: float = setting(0.05, 0.0, 1.0, help="a point's confidence counts at least this much (its noise is bounded)")
 
 
 class KalmanSmoother:
@@ -79,9 +80,9 @@ class KalmanSmoother:
 class OneEuroConfig:
     """MediaPipe's defaults for landmarks (in face-size units: cutoffs in Hz, beta per face side/s)."""
 
-    min_cutoff: float = ranged(0.05, 1e-6, 1000.0)
-    beta: float = ranged(80.0, 0.0, 1e6)
-    d_cutoff: float = ranged(1.0, 1e-6, 1000.0)
+    min_cutoff: float = setting(0.05, 1e-6, 1000.0, help="Hz: lower = steadier when still")
+    beta: float = setting(80.0, 0.0, 1e6, help="per face side/s: higher = less lag when moving")
+    d_cutoff: float = setting(1.0, 1e-6, 1000.0, help="Hz: the speed estimate's own cutoff")
 
 
 class OneEuroSmoother:
@@ -117,13 +118,14 @@ class OneEuroSmoother:
 
 @dataclass
 class ShapeConfig:
-    components: int = ranged(20, 0, 136)            # shape coefficients kept (of the model's 40); fewer = steadier, stiffer
-    rigid_min_cutoff: float = ranged(0.5, 1e-6, 1000.0)   # One Euro on the similarity (px, face-size units)
-    rigid_beta: float = ranged(300.0, 0.0, 1e6)       # bench jitter sweep: follows a fast turn with NME below raw, lag 0
-    shape_min_cutoff: float = ranged(0.05, 1e-6, 1000.0)  # One Euro on the shape coefficients (model units ~ face radius)
-    shape_beta: float = ranged(5.0, 0.0, 1e6)        # chosen on bench jitter + the blink/jaw test (beta 3: blinks half lost)
-    d_cutoff: float = ranged(1.0, 1e-6, 1000.0)
-    model: str | None = None         # .npz from `run.py fit-shape`; None = the shipped 300-W model
+    components: int = setting(20, 0, 136, help="shape coefficients kept (of the model's 40): fewer = steadier, stiffer")
+    rigid_min_cutoff: float = setting(0.5, 1e-6, 1000.0, help="One Euro on the head's similarity (face-size units), Hz")
+    rigid_beta: float = setting(300.0, 0.0, 1e6, help="chosen on the `bench jitter` sweep: follows a fast turn with NME "
+                                "below raw, lag 0")
+    shape_min_cutoff: float = setting(0.05, 1e-6, 1000.0, help="One Euro on the shape coefficients, Hz")
+    shape_beta: float = setting(5.0, 0.0, 1e6, help="chosen on `bench jitter` and the blink/jaw test (3: blinks half lost)")
+    d_cutoff: float = setting(1.0, 1e-6, 1000.0, help="Hz: the speed estimate's own cutoff")
+    model: str | None = setting(None, help="shape model .npz from `hihtrack fit-shape`; null = the shipped 300-W model")
 
 
 @lru_cache(maxsize=4)

@@ -5,8 +5,11 @@ network stream: frames may be dropped) or a file (every frame is processed, unle
 """
 from __future__ import annotations
 
+import queue
 import re
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Iterator
 
@@ -103,6 +106,11 @@ class AvSource(Source):
         rate = self.stream.average_rate or self.stream.guessed_rate
         self.fps = float(rate) if rate else 30.0
 
+    @property
+    def frame_count(self) -> int | None:
+        """Frames the container says it holds (None when it does not say)."""
+        return self.stream.frames or None
+
     def frames(self):
         import av
         start_wall, first_ts = None, None
@@ -193,6 +201,40 @@ class FolderSource(Source):
         if len(self.skipped) == len(self.paths):
             raise SourceError(f"none of the {len(self.paths)} image(s) could be read ({self.skipped[0]}"
                               f"{', …' if len(self.skipped) > 1 else ''}); check the files are whole images")
+
+
+class PushSource(Source):
+    """A live source fed frame by frame (a browser's camera, FaceTracker.process_async): it keeps only
+    the newest frame, so whoever pushes never waits for the tracker."""
+
+    live = True
+
+    def __init__(self, description: str = "pushed frames"):
+        self.description = description
+        self._q: queue.Queue = queue.Queue(maxsize=1)
+        self._closed = threading.Event()
+        self._t0 = time.monotonic()
+
+    def push(self, image_bgr: np.ndarray | Callable[[], np.ndarray], timestamp_s: float | None = None) -> None:
+        """A frame, or a function that decodes it (called only for the frames the tracker takes), and
+        its time (default: seconds since the source opened)."""
+        try:
+            self._q.get_nowait()           # drop the unprocessed older frame
+        except queue.Empty:
+            pass
+        self._q.put_nowait((image_bgr, time.monotonic() - self._t0 if timestamp_s is None else timestamp_s))
+
+    def frames(self):
+        while not self._closed.is_set():
+            try:
+                image, ts = self._q.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            yield (image() if callable(image) else image), ts
+
+    def close(self) -> None:
+        self._closed.set()
+
 
 
 def image_problem(path: Path, max_pixels: float) -> str | None:

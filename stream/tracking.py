@@ -13,24 +13,23 @@ import numpy as np
 
 from models.detector import FaceBox, find_faces, iou
 from models.landmarkers import box_change
-from models.schema import ranged
+from models.schema import setting
 
 
 @dataclass
 class TrackingConfig:
-    detect_every: int = ranged(10, 1, 10_000)         # also run the detector every N frames to pick up new faces
-    lost_confidence: float = ranged(0.25, 0.0, 1.0)   # mean landmark confidence under which a track is dropped
-    match_iou: float = ranged(0.3, 0.0, 1.0)         # detection <-> track association
-    max_faces: int = ranged(10, 1, 100)
-    # The crop box follows the landmarks only when they move more than this (fraction of the face
-    # side), as MediaPipe smooths its ROI: a still face then gets the identical crop every frame, so
-    # the crop -> landmarks -> crop loop cannot make the points jitter.
-    box_hysteresis: float = ranged(0.03, 0.0, 1.0)
-    # A new face (and every photo) starts from the detector's box, then is re-cropped from its own
-    # landmarks until the box moves less than refine_tolerance x the face side (models.landmarkers.settle)
-    refine_passes: int = ranged(3, 0, 10)
-    refine_tolerance: float = ranged(0.01, 0.0, 1.0)
-    still_tiles: int = ranged(2, 0, 4)           # photos: also look for faces in 2 x 2 overlapping tiles (small faces)
+    detect_every: int = setting(10, 1, 10_000, help="also run the detector every N frames, to pick up new faces")
+    lost_confidence: float = setting(0.25, 0.0, 1.0, help="a track whose mean landmark confidence falls below this is dropped")
+    match_iou: float = setting(0.3, 0.0, 1.0, help="overlap (IoU) at which a detection continues a track")
+    max_faces: int = setting(10, 1, 100, help="faces tracked at once")
+    # As MediaPipe smooths its ROI: a still face then gets the identical crop every frame, so the
+    # crop -> landmarks -> crop loop cannot make the points jitter.
+    box_hysteresis: float = setting(0.03, 0.0, 1.0, help="the crop box follows the landmarks only when they move more "
+                                    "than this fraction of the face side")
+    # models.landmarkers.settle
+    refine_passes: int = setting(3, 0, 10, help="a new face or a photo: re-crop from its own landmarks up to N times ...")
+    refine_tolerance: float = setting(0.01, 0.0, 1.0, help="... until its box moves less than this fraction of the face side")
+    still_tiles: int = setting(2, 0, 4, help="photos: also look for small faces in N x N overlapping tiles; 0 = whole image only")
 
 
 @dataclass

@@ -32,16 +32,74 @@ def test_track_yields_faces_with_everything_a_user_reads(tracker):
     assert tracker.last_summary.frames == 12
 
 
-def test_process_a_photo_and_video_frames(tracker):
+def test_running_modes_image_video_live(tracker):
+    """image: each image a photo; video: frames of one video, tracked (one id), timestamps increasing;
+    live: process_async returns at once and the results reach the callback, newest frame first."""
+    import threading
+    import time
     demo = DemoSource(frames=5)
     photo = tracker.process(demo.render(0))
     assert len(photo.faces) == 1 and photo.faces[0].detected
     (center_px, side_px), = demo.true_boxes(0)
     assert np.abs(photo.faces[0].landmarks_px.mean(0) - center_px).max() < 0.15 * side_px
-    ids = [tracker.process(demo.render(i), timestamp_s=i / 30).faces[0].track_id for i in range(5)]
-    assert len(set(ids)) == 1                      # video mode: one track across frames
-    with pytest.raises(InputError, match="larger than the previous"):
+    with pytest.raises(InputError, match="image mode"):
         tracker.process(demo.render(0), timestamp_s=0.0)
+    with FaceTracker(tracker.settings, running_mode="video", landmarker=tracker.landmarker) as video:
+        ids = [video.process(demo.render(i), timestamp_s=i / 30).faces[0].track_id for i in range(5)]
+        assert len(set(ids)) == 1                      # one track across frames
+        with pytest.raises(InputError, match="larger than the previous"):
+            video.process(demo.render(0), timestamp_s=0.0)
+        with pytest.raises(InputError, match="timestamp_s"):
+            video.process(demo.render(0))
+    results, arrived = [], threading.Event()
+
+    def on_result(frame):
+        results.append(frame)
+        arrived.set()
+
+    with FaceTracker(tracker.settings, running_mode="live", result_callback=on_result, landmarker=tracker.landmarker) as live:
+        with pytest.raises(InputError, match="live mode"):
+            live.process(demo.render(0))
+        t0 = time.perf_counter()
+        for i in range(5):
+            live.process_async(demo.render(i), timestamp_s=i / 30)
+        handed_over_s = time.perf_counter() - t0
+        assert arrived.wait(60)
+        live.stop_live()
+        assert results and all(len(f.faces) == 1 for f in results)
+        assert [f.timestamp_s for f in results] == sorted(f.timestamp_s for f in results)
+        assert live.stats.frames == len(results)
+        assert handed_over_s < 5 * 0.5, handed_over_s      # generous: the point is that nothing waited for the model
+    with pytest.raises(InputError, match="result_callback"):
+        FaceTracker(tracker.settings, running_mode="live", landmarker=tracker.landmarker)
+    with pytest.raises(InputError, match="running_mode"):
+        FaceTracker(tracker.settings, running_mode="stream", landmarker=tracker.landmarker)
+
+
+def test_live_controls_through_the_facade(tracker):
+    """Smoothing off, a new filter and calibration reach a running stream through FaceTracker, and its
+    stats and drawing are read through it."""
+    from hihtrack import DrawOptions
+    frames = []
+    for frame in tracker.track("demo", max_frames=8):
+        if frame.index == 2:
+            tracker.smoothing_enabled = False
+        if frame.index == 4:
+            tracker.smoothing_enabled = True
+            tracker.set_smoothing("one_euro", min_cutoff=0.5)
+        frames.append(frame)
+    assert tracker.settings.smoothing == "one_euro" and tracker.settings.one_euro.min_cutoff == 0.5
+    off = [f for f in frames if f.index == 3][0].faces[0]
+    assert np.array_equal(off.smoothed_px, off.landmarks_px)               # off: smoothed = raw
+    on = [f for f in frames if f.index == 7][0].faces[0]
+    assert not np.array_equal(on.smoothed_px, on.landmarks_px)
+    stats = tracker.stats
+    assert stats.frames == 8 and stats.fps > 0 and np.isfinite(stats.latency_p50_ms)
+    img = tracker.draw(frames[-1], DrawOptions(mesh=False, pose_axes=False, stats=False))
+    assert img.shape == frames[-1].image.shape and not np.array_equal(img, frames[-1].image)
+    with pytest.raises(SettingsError, match="min_cutof"):
+        tracker.set_smoothing("one_euro", min_cutof=1.0)
+    tracker.set_smoothing("shape")
 
 
 @pytest.mark.parametrize("bad", [None, "photo.jpg", np.zeros((0, 0, 3), np.uint8), np.zeros((4, 4, 5), np.uint8)])
@@ -145,7 +203,25 @@ def test_shipped_weights_by_name():
 
 
 def test_web_page_tracks_with_the_fast_weights_on_a_cpu_unless_told():
-    from ui.gradio_app import page_settings
-    assert page_settings(load_settings(device="cpu")).weights == "fast"
-    assert page_settings(load_settings(device="cpu", weights="small")).weights == "small"
-    assert page_settings(load_settings(device="cpu", landmarker="mediapipe")).weights is None
+    from hihtrack import resolve_auto
+    assert resolve_auto(load_settings(device="cpu"), web_page=True)[0].weights == "fast"
+    assert resolve_auto(load_settings(device="cpu"))[0].weights == "small"
+    assert resolve_auto(load_settings(device="cpu", weights="small"), web_page=True)[0].weights == "small"
+    assert resolve_auto(load_settings(device="cpu", landmarker="mediapipe"), web_page=True)[0].weights is None
+
+
+def test_automatic_choices_are_made_once_said_and_recorded(tmp_path):
+    """Every "auto" is concrete after FaceTracker's one resolution step: the CLI prints the choices in one
+    line and the recording's metadata keeps the values it was made with."""
+    import json
+    settings, choices = __import__("hihtrack").resolve_auto(load_settings(device="auto", threads=0, crop_views=0))
+    assert settings.device == "cpu" and settings.threads >= 1 and settings.crop_views == 1 and settings.weights == "small"
+    assert set(choices) == {"device", "threads", "crop_views", "weights"} and "no CUDA GPU" in choices["device"]
+    rec = tmp_path / "t.csv"
+    r = subprocess.run([sys.executable, str(ROOT / "run.py"), "track", "--source", "demo", "--ui", "none", "--max-frames", "3",
+                        "--record", str(rec)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    said = [line for line in r.stderr.splitlines() if line.startswith("chosen automatically")]
+    assert len(said) == 1 and "crop_views 1 (1 on a CPU)" in said[0], r.stderr
+    meta = json.loads(Path(str(rec) + ".meta.json").read_text())
+    assert meta["settings"]["crop_views"] == 1 and meta["settings"]["device"] == "cpu" and meta["settings"]["weights"] == "small"

@@ -144,16 +144,16 @@ def test_calibration_is_saved_and_loaded_by_the_next_run(tmp_path):
     path = tmp_path / "me.json"
     settings = load_settings(None, calibration=str(path), landmarker="mediapipe")
     frames = [img for img, _ in DemoSource(frames=3).frames()]
-    with FaceTracker(settings) as t:
+    with FaceTracker(settings, running_mode="video") as t:
         t.calibrate()
         t.process(frames[0], 0.0)
     assert path.is_file()
     saved = CalibrationProfile.load(path)
-    with FaceTracker(settings) as t:
+    with FaceTracker(settings, running_mode="video") as t:
         face = t.process(frames[0], 0.0).faces[0]
     assert max(face.expressions.values()) < 0.05          # the same face is the neutral: nothing moves
     assert saved.neutral == CalibrationProfile.load(path).neutral
     path.write_text("{not json")
     with pytest.raises(CalibrationError, match="cannot read the calibration profile"):
-        with FaceTracker(settings) as t:
+        with FaceTracker(settings, running_mode="video") as t:
             t.process(frames[0], 0.0)

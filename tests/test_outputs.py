@@ -171,7 +171,7 @@ def test_record_video_and_replay(tmp_path):
 def test_ar_glasses_land_on_the_eyes(data_300w):
     import cv2
 
-    from ui.draw import draw_glasses
+    from stream.draw import draw_glasses
     face = load_faces(data_300w, "test")[3]
     img = cv2.imread(str(face.image_path))
     out = img.copy()

@@ -21,18 +21,12 @@ from pathlib import Path
 
 import cv2
 
-from hihtrack import TrackSettings
-from stream.outputs import open_recorder
-from stream.sources import AvSource, SourceError
-from ui.draw import draw_frame
+from hihtrack import SourceError, TrackSettings, load_recording, resolve_auto
 from ui.live import DEFAULT_DRAW, DRAW_CHOICES, Controls, LiveSessions, SessionLimit, TrackerPool
 
 
 def process_video(base: TrackSettings, files_dir: Path, path: str, controls: Controls, pool: TrackerPool, progress=None):
     """Video tab: the whole file through the tracker -> (annotated mp4, landmarks csv, track, message)."""
-    from stream.recorders import load_recording
-    from stream.video_writer import AnnotatedVideoSink, VideoWriter
-
     p = Path(path)
     size_mb = p.stat().st_size / 1e6
     if size_mb == 0:
@@ -40,27 +34,25 @@ def process_video(base: TrackSettings, files_dir: Path, path: str, controls: Con
     if size_mb > base.gradio.max_upload_mb:
         raise ValueError(f"the uploaded file is {size_mb:.0f} MB; the limit is {base.gradio.max_upload_mb:.0f} MB "
                          "(gradio.max_upload_mb)")
-    settings = controls.tracker_settings(base)
-    source = AvSource(str(p))            # raises SourceError for a non-video
-    total = source.stream.frames or None
     out_dir = Path(tempfile.mkdtemp(prefix="video-", dir=files_dir))
-    opts = controls.draw_options()
+    csv, mp4 = out_dir / "landmarks.csv", out_dir / "annotated.mp4"
+    settings = replace(controls.tracker_settings(base), source=str(p), record=str(csv), record_video=str(mp4),
+                       record_format="csv", realtime=False, live=False, max_frames=0)
     tracker = pool.borrow(settings)
     try:
-        rec = open_recorder(settings, tracker.landmarker, source, out_dir / "landmarks.csv")
-        video = AnnotatedVideoSink(VideoWriter(out_dir / "annotated.mp4", source.fps or 30.0),
-                                   lambda frame: draw_frame(frame, opts, None))
+        source = tracker.open_video(str(p))          # a SourceError names a file that is not a video
+        total = source.frame_count
 
         def on_frame(frame) -> None:
             if progress is not None and total:
                 progress(min(1.0, (frame.index + 1) / total), desc=f"frame {frame.index + 1}/{total}")
 
-        summary = tracker.run(source, [rec, video], on_frame)
+        summary = tracker.run(source, tracker.outputs(source, controls.draw_options()), on_frame)
     finally:
         pool.give_back(tracker)
-    n = video.writer.frames
+    n = summary.frames
     msg = f"{n} frames, faces found in {summary.frames_with_face}" if summary.frames_with_face else f"{n} frames: no face found"
-    return str(out_dir / "annotated.mp4"), str(rec.path), load_recording(rec.path), msg
+    return str(mp4), str(csv), load_recording(csv), msg
 
 
 def track_plot(track: dict | None, point: int):
@@ -233,21 +225,11 @@ class Sweeper:
         self.sweep(-1)
 
 
-def page_settings(settings: TrackSettings) -> TrackSettings:
-    """The settings the page tracks with: unless weights were named, the fast HIH weights on a CPU.
-    A live page is judged by its frame rate and delay, and with the browser on the same cores the
-    default weights track 21 frames/s at 58 ms p50 there (README, Web app; `bench web`)."""
-    if settings.weights is not None or settings.landmarker != "hih":
-        return settings
-    from models.engine import resolve_device
-    return replace(settings, weights="fast") if resolve_device(settings.device) == "cpu" else settings
-
-
 def serve(settings: TrackSettings) -> None:
     """Run the web app until Ctrl-C / SIGTERM; sessions, peer connections and files go with it."""
-    page = page_settings(settings)
-    if page is not settings:
-        print("the page tracks with the fast HIH weights on this CPU (pass --weights small for the default ones)",
+    page, choices = resolve_auto(settings, web_page=True)
+    if choices:
+        print("the page chose automatically: " + ", ".join(f"{k} {v}" for k, v in choices.items()),
               file=sys.stderr)
     settings, web = page, page.gradio
     files_dir = Path(tempfile.mkdtemp(prefix="hihtrack-web-"))

@@ -10,21 +10,17 @@ and files when its tab closes.
 """
 from __future__ import annotations
 
-import queue
 import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from hihtrack import FaceTracker, TrackSettings
-from models.schema import UserError
-from stream.sources import Source, SourceError
-from ui.draw import DrawOptions, draw_frame
+from hihtrack import DrawOptions, FaceTracker, TrackSettings, UserError
 
 DRAW_CHOICES = ["points", "indices", "mesh", "box", "pose axes", "AR glasses"]
 DEFAULT_DRAW = ["points", "mesh", "box", "pose axes"]
@@ -32,37 +28,6 @@ DEFAULT_DRAW = ["points", "mesh", "box", "pose axes"]
 
 class SessionLimit(UserError):
     """More live sessions than gradio.max_sessions."""
-
-
-class PushSource(Source):
-    """A live source fed by a transport: keeps only the newest frame (the pipeline's slot drops the rest)."""
-
-    live = True
-    description = "browser webcam"
-
-    def __init__(self):
-        self._q: queue.Queue = queue.Queue(maxsize=1)
-        self._closed = threading.Event()
-        self._t0 = time.monotonic()
-
-    def push(self, image_bgr: np.ndarray | Callable[[], np.ndarray]) -> None:
-        """A frame, or a function that decodes it: called only for the frames the tracker takes."""
-        try:
-            self._q.get_nowait()           # drop the unprocessed older frame
-        except queue.Empty:
-            pass
-        self._q.put_nowait((image_bgr, time.monotonic() - self._t0))
-
-    def frames(self):
-        while not self._closed.is_set():
-            try:
-                image, ts = self._q.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            yield (image() if callable(image) else image), ts
-
-    def close(self) -> None:
-        self._closed.set()
 
 
 @dataclass
@@ -96,21 +61,22 @@ class TrackerPool:
     grew ~10 MB per processed upload when each built its own)."""
 
     def __init__(self):
-        self._free: dict[str, list[FaceTracker]] = {}
+        self._free: dict[tuple[str, str], list[FaceTracker]] = {}
         self._lock = threading.Lock()
 
-    def borrow(self, settings: TrackSettings) -> FaceTracker:
+    def borrow(self, settings: TrackSettings, running_mode: str = "image", result_callback=None) -> FaceTracker:
         with self._lock:
-            free = self._free.get(settings.landmarker)
+            free = self._free.get((settings.landmarker, running_mode))
             tracker = free.pop() if free else None
-        if tracker is None:
-            return FaceTracker(settings)             # HIH weights: loaded once per process, shared
-        tracker.settings = settings                  # tracking state is per run: nothing else carries over
+        if tracker is None:                          # HIH weights: loaded once per process, shared
+            return FaceTracker(settings, running_mode=running_mode, result_callback=result_callback)
+        tracker.settings, tracker.result_callback = settings, result_callback   # state is per stream: nothing else carries over
         return tracker
 
     def give_back(self, tracker: FaceTracker) -> None:
+        tracker.stop_live()
         with self._lock:
-            self._free.setdefault(tracker.settings.landmarker, []).append(tracker)
+            self._free.setdefault((tracker.settings.landmarker, tracker.running_mode), []).append(tracker)
 
     def close(self) -> None:
         with self._lock:
@@ -121,7 +87,8 @@ class TrackerPool:
 
 
 class LiveSession:
-    """One browser tab: its tracker run on a push source in a thread, the newest drawn frame, stats, recording."""
+    """One browser tab: its tracker in live mode (frames pushed, results drawn as they come), the newest
+    drawn frame, stats, recording."""
 
     def __init__(self, base: TrackSettings, controls: Controls, files_dir: Path, pool: TrackerPool):
         self.base, self.controls, self.files_dir, self.pool = base, controls, files_dir, pool
@@ -129,43 +96,32 @@ class LiveSession:
         self.latest_bgr: np.ndarray | None = None
         self.stats = "waiting for frames…"
         self.frames_out = 0
-        self._latency = (float("nan"), float("nan"))
         self.recorder = None
         self.last_used = time.monotonic()
         self._lock = threading.Lock()
         self._start()
 
     def _start(self) -> None:
-        settings = self.controls.tracker_settings(self.base)
-        self.tracker = self.pool.borrow(settings)
-        self.source = PushSource()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="web-session")
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.tracker.run(self.source, on_frame=self._on_frame)
-        except SourceError:
-            pass
+        self.tracker = self.pool.borrow(self.controls.tracker_settings(self.base), "live", self._on_frame)
 
     def _on_frame(self, frame) -> None:
-        pipe = self.tracker.pipeline
         with self._lock:
             if self.recorder is not None:
                 self.recorder.write(frame)
-        self.latest_bgr = draw_frame(frame, self.opts, None)
+        self.latest_bgr = self.tracker.draw(frame, self.opts)
         self.frames_out += 1
         faces = len(frame.faces)
         stages = " · ".join(f"{k} {v:.0f}" for k, v in frame.timings_ms.items())
-        lat = np.percentile(pipe.stats.latency_ms, [50, 95]) if self.frames_out % 10 == 1 else self._latency
-        self._latency = lat
-        self.stats = (f"**{pipe.stats.fps():.1f} fps** · latency p50 {lat[0]:.0f} / p95 {lat[1]:.0f} ms · "
-                      f"faces {faces}{'' if faces else ' (no face found)'} · dropped {pipe.stats.dropped}"
+        if self.frames_out % 10 == 1:      # the percentiles over the window cost more than a frame's drawing
+            self._stats = self.tracker.stats
+        st = self._stats
+        self.stats = (f"**{st.fps:.1f} fps** · latency p50 {st.latency_p50_ms:.0f} / p95 {st.latency_p95_ms:.0f} ms · "
+                      f"faces {faces}{'' if faces else ' (no face found)'} · dropped {st.dropped}"
                       f"  \nms: {stages} · smoothing {self.controls.smoothing}{' · REC' if self.recorder else ''}")
 
     def push(self, image_bgr: np.ndarray | Callable[[], np.ndarray]) -> None:
         self.last_used = time.monotonic()
-        self.source.push(image_bgr)
+        self.tracker.process_async(image_bgr)
 
     def apply(self, controls: Controls) -> None:
         """New control values, applied to the running stream: a landmarker change swaps the model
@@ -175,21 +131,19 @@ class LiveSession:
         if controls.landmarker != old.landmarker:
             self._stop_tracker()
             self._start()
-        elif (controls.smoothing, controls.strength) != (old.smoothing, old.strength) and self.tracker.pipeline:
+        elif (controls.smoothing, controls.strength) != (old.smoothing, old.strength):
             settings = controls.tracker_settings(self.base)
-            self.tracker.settings = settings
-            self.tracker.pipeline.work.set_smoothing(settings.smoothing, settings.smoothing_settings())
+            knobs = settings.smoothing_settings()
+            self.tracker.set_smoothing(settings.smoothing, **(asdict(knobs) if knobs is not None else {}))
 
     def calibrate(self) -> None:
         self.tracker.calibrate()
 
     def start_recording(self) -> None:
-        from stream.outputs import open_recorder
         with self._lock:
             if self.recorder is None:
                 self.files_dir.mkdir(parents=True, exist_ok=True)
-                path = Path(tempfile.mkdtemp(prefix="rec-", dir=self.files_dir)) / "landmarks.csv"
-                self.recorder = open_recorder(self.tracker.settings, self.tracker.landmarker, self.source, path)
+                self.recorder = self.tracker.open_recorder(Path(tempfile.mkdtemp(prefix="rec-", dir=self.files_dir)) / "landmarks.csv")
 
     def stop_recording(self) -> str | None:
         with self._lock:
@@ -200,8 +154,6 @@ class LiveSession:
         return str(rec.path)
 
     def _stop_tracker(self) -> None:
-        self.source.close()
-        self._thread.join(timeout=10)
         self.pool.give_back(self.tracker)
 
     def close(self) -> None:

@@ -7,8 +7,7 @@ import sys
 
 import cv2
 
-from models.schema import UserError
-from ui.draw import DrawOptions, draw_frame, stats_lines
+from hihtrack import DrawOptions, UserError, draw_frame, stats_lines
 
 WINDOW = "hihtrack"
 
@@ -54,14 +53,14 @@ class WindowSession:
         self.window, self.tracker, self.recorder = window, tracker, recorder
 
     def __call__(self, frame) -> bool:
-        pipe = self.tracker.pipeline
+        tracker, stats = self.tracker, self.tracker.stats
         recording = self.recorder is not None and not self.recorder.paused
-        smoothing = self.tracker.settings.smoothing if pipe.work.smoothing_enabled else "off"
-        action = self.window.show(frame, stats_lines(frame, pipe.stats.fps(), pipe.stats.dropped, smoothing, recording))
+        smoothing = tracker.settings.smoothing if tracker.smoothing_enabled else "off"
+        action = self.window.show(frame, stats_lines(frame, stats.fps, stats.dropped, smoothing, recording))
         if action == "quit":
             return False
         if action == "toggle_smoothing":
-            pipe.work.smoothing_enabled = not pipe.work.smoothing_enabled
+            tracker.smoothing_enabled = not tracker.smoothing_enabled
         elif action == "toggle_recording" and self.recorder is not None:
             self.recorder.paused = not self.recorder.paused
         elif action == "toggle_drawing":

@@ -20,7 +20,7 @@ from aiortc.mediastreams import MediaStreamError
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
-from models.schema import UserError
+from hihtrack import UserError
 from ui.live import LiveSessions
 
 log = logging.getLogger("hihtrack.webrtc")

@@ -1,4 +1,5 @@
-"""Drawing shared by the OpenCV window and the Gradio app: landmarks, boxes, ids, pose axes, stats."""
+"""Drawing a tracked frame: landmarks, boxes, ids, pose axes, stats, the AR glasses. An output like the
+others (the annotated video is drawn with it); the OpenCV window and the web page show it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
