@@ -72,6 +72,94 @@ def _subprocess(source: str, landmarker: str, frames: int, realtime: bool) -> di
     return json.loads(line[6:])
 
 
+def _ms(fn, reps: int) -> float:
+    """Median ms of `reps` calls after 5 warm-up calls."""
+    for _ in range(5):
+        fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return float(np.median(times))
+
+
+def stage_costs(landmarker: str = "hih", weights: str | None = None, reps: int = 200) -> dict[str, float]:
+    """ms per frame of each step of tracking one face, each called on its own in this process (the
+    demo clip's face, tracked): the work the pipeline's threads share out, without the threads."""
+    from hihtrack import FaceTracker, load_settings
+    from models.schemes import to_68
+    from stream.demo import DemoSource
+    from stream.expressions import ExpressionEstimator
+    from stream.pose import estimate_pose
+    from stream.smoothing import build_smoother
+
+    demo = DemoSource(frames=reps + 60)
+    images = [img for img, _ in demo.frames()]
+    tracker = FaceTracker(load_settings(landmarker=landmarker, weights=weights), running_mode="video")
+    face = None
+    for i, img in enumerate(images[:60]):                   # a settled track, as in a running stream
+        face = tracker.process(img, timestamp_s=i / 30).faces[0]
+    img, lm, size = images[59], tracker.landmarker, (images[0].shape[1], images[0].shape[0])
+    out: dict[str, float] = {"detector (per run)": _ms(lambda: tracker.detector(img), 30)}
+    out["detector, amortized (every detect_every frames)"] = out["detector (per run)"] / tracker.settings.tracking.detect_every
+    if landmarker == "hih":
+        eng = lm.engine
+        m = lm.matrices([face.box])
+        crops = eng.crops(img, m)
+        out["landmark network"] = _ms(lambda: eng.runner(crops), reps)
+        out["crop, views, back to image px"] = _ms(lambda: eng.landmarks(img, m), reps) - out["landmark network"]
+    else:
+        out["landmark network"] = _ms(lambda: lm(img, [face.box]), reps)
+        out["crop, views, back to image px"] = 0.0
+    smoother, t = build_smoother(tracker.settings.smoothing, tracker.settings.smoothing_settings()), [0.0]
+
+    def smooth():
+        t[0] += 1 / 30
+        smoother.update(face.landmarks_px, face.confidence, t[0], face.box.side_px)
+
+    out["smoothing"] = _ms(smooth, reps)
+
+    def poses():
+        raw = estimate_pose(face.landmarks_px, size)
+        estimate_pose(face.smoothed_px, size, near=raw)
+
+    out["head pose (raw and smoothed)"] = _ms(poses, reps)
+    find = getattr(lm, "pupils", None)
+    out["pupils (eye crops and network)"] = _ms(lambda: find(img, [face.smoothed_px]), reps) if find else 0.0
+    est, pts68, yaw = ExpressionEstimator(), to_68(face.smoothed_px), float(face.pose_smoothed.rotation_deg[0])
+    out["expressions"] = _ms(lambda: est.blendshapes(pts68, yaw, face.pupils_px), reps)
+    k = [60]
+
+    def whole():
+        k[0] += 1
+        tracker.process(images[k[0] % len(images)], timestamp_s=k[0] / 30)
+
+    out["whole frame, steps in a row (FaceTracker.process)"] = _ms(whole, reps)
+    out["beyond the networks: crop, decode, smoothing, pose, expressions"] = sum(
+        out[key] for key in ("crop, views, back to image px", "smoothing", "head pose (raw and smoothed)", "expressions"))
+    tracker.close()
+    return out
+
+
+def _costs_table(costs: dict[str, dict[str, float]]) -> str:
+    names = list(costs)
+    lines = [f"| step (ms per frame, 1 face) | {' | '.join(names)} |", "|---|" + "---|" * len(names)]
+    for step in next(iter(costs.values())):
+        lines.append(f"| {step} | {' | '.join(f'{costs[n][step]:.2f}' for n in names)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _subprocess_costs(landmarker: str, weights: str | None) -> str:
+    code = ("import json; from bench.pipeline import stage_costs; "
+            f"print('RESULT' + json.dumps(stage_costs({landmarker!r}, {weights!r})))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=3600)
+    line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT")), None)
+    if line is None:
+        raise RuntimeError(f"stage costs failed: {r.stderr[-500:]}")
+    return line[6:]
+
+
 def run_pipeline_bench(out_dir: Path, minutes: float = 5.0, frames: int = 150) -> str:
     tmp = Path(tempfile.mkdtemp(prefix="hihtrack-bench-"))
     videos = {"640x480": tmp / "v640.mp4", "1280x720": tmp / "v1280.mp4"}
@@ -90,7 +178,10 @@ def run_pipeline_bench(out_dir: Path, minutes: float = 5.0, frames: int = 150) -
         n = int(minutes * 60 * 30)
         for lm in ("hih", "mediapipe"):
             soak[lm] = _subprocess("demo", lm, n, True)
-    result = {"rows": rows, "paced": {k: {kk: vv for kk, vv in v.items()} for k, v in soak.items()}, "minutes": minutes}
+    costs = {name: json.loads(_subprocess_costs(lm, w)) for name, lm, w in
+             (("hih small", "hih", "small"), ("hih fast", "hih", "fast"), ("mediapipe", "mediapipe", None))}
+    result = {"rows": rows, "paced": {k: {kk: vv for kk, vv in v.items()} for k, v in soak.items()}, "minutes": minutes,
+              "stage_costs": costs}
     return _write(result, out_dir)
 
 
@@ -115,6 +206,8 @@ def _write(result: dict, out_dir: Path) -> str:
         lines.append(f"\nReal-time paced 30 fps, {result['minutes']:.1f} min, {lm}: {r['fps']:.1f} FPS, latency p50 "
                      f"{r['latency_p50_ms']:.0f} ms / p95 {r['latency_p95_ms']:.0f} ms; first minute p50 {np.median(first):.0f} ms, "
                      f"last minute p50 {np.median(last):.0f} ms; dropped {r['dropped']}; peak RSS {r['peak_rss_mb']:.0f} MB")
+    if result.get("stage_costs"):
+        lines += ["", "Per step, each on its own in one process (`stage_costs`):", "", _costs_table(result["stage_costs"])]
     md = "\n".join(lines) + "\n"
     (out_dir / "pipeline.md").write_text(md)
     if result["paced"]:

@@ -187,7 +187,6 @@ class ExpressionEstimator:
             self._recent.append(list(m.values()))         # one median over the window per frame, not one per key
             self.profile.neutral = {**self.neutral, **dict(zip(m, np.median(self._recent, axis=0).tolist()))}
         n = self.neutral
-        clip = lambda v: float(np.clip(v, 0.0, 1.0))  # noqa: E731
         out = {name: clip(sign * (m[meas] - n[meas]) / self._range(name, rng))
                for name, (meas, sign, rng) in LINEAR_SHAPES.items()}
         ratio_l, ratio_r = m["eye_l"] / max(n["eye_l"], 1e-3), m["eye_r"] / max(n["eye_r"], 1e-3)
@@ -228,13 +227,17 @@ class ExpressionEstimator:
         if abs(yaw_deg) > HIDDEN_EYE_YAW_DEG:      # positive yaw (nose to image left) turns the image-left eye away
             near, far = ("r", "l") if yaw_deg > 0 else ("l", "r")
             g[f"h_{far}"], g[f"v_{far}"] = g[f"h_{near}"], g[f"v_{near}"]
-        clip = lambda v: float(np.clip(v, 0.0, 1.0))  # noqa: E731
         h, v = self._range("eyeLook_h", COMBINED_RANGES["eyeLook_h"]), self._range("eyeLook_v", COMBINED_RANGES["eyeLook_v"])
         # image-left eye = the subject's right eye: looking to image right is "in" (towards the nose) for it
         return {"eyeLookInRight": clip(g["h_l"] / h), "eyeLookOutRight": clip(-g["h_l"] / h),
                 "eyeLookInLeft": clip(-g["h_r"] / h), "eyeLookOutLeft": clip(g["h_r"] / h),
                 "eyeLookUpRight": clip(-g["v_l"] / v), "eyeLookDownRight": clip(g["v_l"] / v),
                 "eyeLookUpLeft": clip(-g["v_r"] / v), "eyeLookDownLeft": clip(g["v_r"] / v)}
+
+
+def clip(v: float) -> float:
+    """A shape value in [0, 1] (plain floats: np.clip costs 20x more per scalar, ~40 a face a frame)."""
+    return min(max(float(v), 0.0), 1.0)
 
 
 def _stable_blinks(image_left: float, image_right: float, yaw_deg: float) -> tuple[float, float]:

@@ -177,7 +177,7 @@ class FrameProcessor:
             smoothed = sm.update(face.landmarks_px, face.confidence, frame.timestamp_s, face.box.side_px)
             face.smoothed_px = smoothed.astype(np.float32) if self.smoothing_enabled else face.landmarks_px
             face.pose = estimate_pose(face.landmarks_px, (w, h))
-            face.pose_smoothed = estimate_pose(face.smoothed_px, (w, h))
+            face.pose_smoothed = estimate_pose(face.smoothed_px, (w, h), near=face.pose)
         self._locate_pupils(frame)
         for face in frame.faces:
             if face.pose_smoothed is not None:   # a scheme with the 68 iBUG points (directly or mapped)

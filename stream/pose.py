@@ -36,16 +36,21 @@ def rotation_to_euler(rvec: np.ndarray) -> np.ndarray:
     return np.array([yaw, pitch, roll])
 
 
-def estimate_pose(landmarks_px: np.ndarray, image_size: tuple[int, int]) -> HeadPose | None:
-    """None for a landmark scheme without the template points (neither 68 nor Face Mesh)."""
+def estimate_pose(landmarks_px: np.ndarray, image_size: tuple[int, int], near: HeadPose | None = None) -> HeadPose | None:
+    """The head pose that best reprojects the template (EPnP to start, then Levenberg-Marquardt), or
+    None for a landmark scheme without the template points (neither 68 nor Face Mesh). `near`: a pose
+    of nearly the same points (the raw ones, for the smoothed), which replaces the EPnP start."""
     if len(landmarks_px) not in (68, 468, 478):
         return None
     w, h = image_size
-    ok, rvec, tvec = cv2.solvePnP(TEMPLATE_3D, template_points(landmarks_px), camera_matrix(w, h), None,
-                                  flags=cv2.SOLVEPNP_EPNP)
-    if not ok:
-        return None
-    ok, rvec, tvec = cv2.solvePnP(TEMPLATE_3D, template_points(landmarks_px), camera_matrix(w, h), None,
-                                  rvec, tvec, useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
+    pts, cam = template_points(landmarks_px), camera_matrix(w, h)
+    if near is None:
+        ok, rvec, tvec = cv2.solvePnP(TEMPLATE_3D, pts, cam, None, flags=cv2.SOLVEPNP_EPNP)
+        if not ok:
+            return None
+    else:
+        rvec, tvec = near.rvec.reshape(3, 1).copy(), near.tvec.reshape(3, 1).copy()
+    ok, rvec, tvec = cv2.solvePnP(TEMPLATE_3D, pts, cam, None, rvec, tvec, useExtrinsicGuess=True,
+                                  flags=cv2.SOLVEPNP_ITERATIVE)
     rvec, tvec = rvec.ravel(), tvec.ravel()
     return HeadPose(rotation_to_euler(rvec), tvec, rvec, tvec)
