@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,8 @@ def auto_views(device: str) -> int:
 
 
 class OnnxRunner:
-    """The inference graph on onnxruntime (CPU): (B,S,S,3) uint8 BGR crops -> (B,K,3) x, y, confidence."""
+    """The inference graph on onnxruntime (CPU): (B,S,S,3) uint8 BGR crops -> (B,K,3) x, y, confidence.
+    `submit` runs at once (a CPU has nothing to overlap it with); `collect` hands its result over."""
 
     def __init__(self, weights: Path, threads: int = 0, decode: str | None = None):
         from models.onnx_cache import OnnxGraph, cached_graph
@@ -76,6 +78,13 @@ class OnnxRunner:
 
     def __call__(self, crops_u8: np.ndarray) -> np.ndarray:
         return self.graph(crops_u8)
+
+    def submit(self, crops_u8: np.ndarray) -> np.ndarray:
+        return self.graph(crops_u8)
+
+    @staticmethod
+    def collect(result: np.ndarray) -> np.ndarray:
+        return result
 
 
 # The crops averaged per face, as (dx, dy) offsets in heatmap cells and a mirror flag: staggered by half
@@ -152,18 +161,31 @@ class LandmarkEngine:
     def landmarks_many(self, items: list[tuple[np.ndarray, np.ndarray]],
                        device_crops: bool | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """The landmark stage for the faces of several frames (e.g. of different videos) as one network
-        batch: [(image, (N,2,3) matrices)] -> [((N,K,2) image px, (N,K) confidence)]. Crops are made
-        on the device by a torch runner on a GPU (device_crops=None), with OpenCV on the host otherwise."""
+        batch: [(image, (N,2,3) matrices)] -> [((N,K,2) image px, (N,K) confidence)]."""
+        return self.collect_many(self.submit_many(items, device_crops))
+
+    def submit_many(self, items: list[tuple[np.ndarray, np.ndarray]], device_crops: bool | None = None) -> "Pending":
+        """landmarks_many's first half: crops made and the batch handed to the runner, which on CUDA
+        returns at once (its stream ring uploads, computes and downloads while the caller goes on);
+        collect_many waits for it. Crops are cut on the device by a torch runner on a GPU
+        (device_crops=None), with OpenCV on the host otherwise."""
         device_crops = self.device.startswith("cuda") if device_crops is None else device_crops
         views = [self._view_matrices(np.asarray(m, np.float64).reshape(-1, 2, 3)) for _, m in items]
-        make = self.runner.crops_on_device if device_crops else self.crops
-        parts = [make(img, vm) for (img, _), vm in zip(items, views) if len(vm)]
-        if not parts:
-            pts, conf = np.zeros((0, self.num_points, 2), np.float32), np.zeros((0, self.num_points), np.float32)
+        todo = [(img, vm) for (img, _), vm in zip(items, views) if len(vm)]
+        if not todo:
+            return Pending(views, None)
+        if device_crops:
+            return Pending(views, self.runner.submit_frames(todo))
+        return Pending(views, self.runner.submit(np.concatenate([self.crops(img, vm) for img, vm in todo])))
+
+    def collect_many(self, pending: "Pending") -> list[tuple[np.ndarray, np.ndarray]]:
+        if pending.handle is None:
+            res = np.zeros((0, self.num_points, 3), np.float32)
         else:
-            pts, conf = self.infer(self.runner.concat(parts) if device_crops else np.concatenate(parts))
+            res = self.runner.collect(pending.handle)
+        pts, conf = res[..., :2], res[..., 2]
         v, out, start, mirrored = len(self.views), [], 0, self._mirrored
-        for vm in views:
+        for vm in pending.views:
             n, stop = len(vm) // v, start + len(vm)
             p, c = pts[start:stop].reshape(n, v, self.num_points, 2), conf[start:stop].reshape(n, v, self.num_points)
             p[:, mirrored], c[:, mirrored] = p[:, mirrored][:, :, self._flip_perm], c[:, mirrored][:, :, self._flip_perm]
@@ -172,3 +194,10 @@ class LandmarkEngine:
             out.append((image_pts.mean(1).astype(np.float32), c.mean(1)))
             start = stop
         return out
+
+
+@dataclass
+class Pending:
+    """A landmark batch handed to the runner: each item's view matrices and the runner's handle."""
+    views: list[np.ndarray]
+    handle: object

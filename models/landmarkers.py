@@ -81,12 +81,17 @@ class _Request:
 class BatchingLandmarker:
     """One HIH engine shared by many threads (one per video in `extract --batch-videos`): the calls
     that arrive together are served as one network batch (dynamic batching), so a GPU gets hundreds
-    of faces per launch, with their crops made on the device, instead of one frame's faces."""
+    of faces per launch, with their crops made on the device, instead of one frame's faces.
 
-    def __init__(self, landmarker: HIHLandmarker, max_faces: int = 512, wait_ms: float = 2.0):
+    `in_flight` batches are on the device at once (default: 2 on CUDA, 1 on a CPU): while one
+    computes on the engine's stream ring, the callers not waiting for it gather the next, which is
+    uploaded as the first one computes."""
+
+    def __init__(self, landmarker: HIHLandmarker, max_faces: int = 512, wait_ms: float = 2.0, in_flight: int | None = None):
         self.landmarker, self.engine = landmarker, landmarker.engine
         self.scheme, self.num_points, self.weights_path = landmarker.scheme, landmarker.num_points, landmarker.weights_path
         self.max_faces, self.wait_s = max_faces, wait_ms / 1000
+        self.in_flight = in_flight or (2 if self.engine.device.startswith("cuda") else 1)
         self.batch_sizes: deque[int] = deque(maxlen=10_000)   # faces per recent network batch (bounded: long runs)
         self._requests: queue.Queue[_Request | None] = queue.Queue()
         self._server = threading.Thread(target=self._serve, name="landmark-batcher", daemon=True)
@@ -127,23 +132,41 @@ class BatchingLandmarker:
         return batch, False
 
     def _serve(self) -> None:
-        closing = False
-        while not closing:
-            first = self._requests.get()
-            if first is None:
+        flying: deque[tuple[list[_Request], object]] = deque()     # batches handed to the engine, oldest first
+        while True:
+            try:   # with batches in flight, wait only briefly: their callers cannot send more
+                first = self._requests.get(timeout=self.wait_s if flying else None)
+            except queue.Empty:
+                self._finish(*flying.popleft())
+                continue
+            closing = first is None
+            if not closing:
+                batch, closing = self._gather(first)
+                try:
+                    flying.append((batch, self.engine.submit_many([(r.image_bgr, r.matrices) for r in batch])))
+                    self.batch_sizes.append(sum(len(r.matrices) for r in batch))
+                except Exception as e:   # handed to every caller of this batch, raised in their own thread
+                    self._fail(batch, e)
+            while flying and (closing or len(flying) >= self.in_flight):
+                self._finish(*flying.popleft())
+            if closing:
                 return
-            batch, closing = self._gather(first)
-            try:
-                results = self.engine.landmarks_many([(r.image_bgr, r.matrices) for r in batch])
-                self.batch_sizes.append(sum(len(r.matrices) for r in batch))
-            except Exception as e:   # handed to every caller of this batch, raised in their own thread
-                for r in batch:
-                    r.error = e
-            else:
-                for r, res in zip(batch, results):
-                    r.result = res
-            for r in batch:
-                r.done.set()
+
+    def _finish(self, batch: list[_Request], pending) -> None:
+        try:
+            results = self.engine.collect_many(pending)
+        except Exception as e:
+            self._fail(batch, e)
+            return
+        for r, res in zip(batch, results):
+            r.result = res
+            r.done.set()
+
+    @staticmethod
+    def _fail(batch: list[_Request], error: Exception) -> None:
+        for r in batch:
+            r.error = error
+            r.done.set()
 
     def close(self) -> None:
         self._requests.put(None)

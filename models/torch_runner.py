@@ -4,8 +4,9 @@
 the ONNX graph exported from it (models/onnx_cache.py) are one implementation.
 On CUDA, `TorchRunner` keeps a ring of `streams` slots, each with a pinned host buffer, a copy stream
 and a compute stream ordered by events: upload (non_blocking) -> compute + on-device decode -> async
-download. `submit` returns at once, so the next batch's crop preparation and upload overlap this
-batch's compute; `collect` waits for one slot.
+download. `submit` (host crops) and `submit_frames` (whole frames, cropped on the device) return at
+once, so the next batch's preparation and upload overlap this batch's compute; `collect` waits for
+one slot. The engine's landmark stage (tracking, extract, the web page) goes through them.
 """
 from __future__ import annotations
 
@@ -121,13 +122,44 @@ class TorchRunner:
         """The crops made where the network runs: the frame is uploaded once and all its faces are
         sampled in one grid_sample -> (N,S,S,3) uint8 BGR on self.device."""
         frame = torch.from_numpy(np.ascontiguousarray(image_bgr)).to(self.device, non_blocking=True)
+        return self._device_crops(frame, matrices)
+
+    def _device_crops(self, frame: torch.Tensor, matrices: np.ndarray) -> torch.Tensor:
         m = torch.as_tensor(matrices, dtype=torch.float32, device=self.device)
         out = crop.warp_many(frame.permute(2, 0, 1).float(), m, self.facts["input_px"])
         return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
-    @staticmethod
-    def concat(parts: list[torch.Tensor]) -> torch.Tensor:
-        return torch.cat(parts)
+    def submit(self, crops_u8: np.ndarray):
+        """Hand over a batch of host crops: on CUDA queued on the stream ring (returns at once), on the
+        CPU run now. `collect` gives the (B,K,3) host array."""
+        if self._slots:
+            return self._submit_slot(len(crops_u8), lambda slot: self._upload(slot, crops_u8))
+        return self.forward(torch.from_numpy(np.ascontiguousarray(crops_u8))).numpy()
+
+    def submit_frames(self, items: list[tuple[np.ndarray, np.ndarray]]):
+        """Hand over whole frames with their crop matrices [(image, (N,2,3))]: the crops are cut on the
+        device. On CUDA the frames go up on the slot's copy stream and the crops, the network and the
+        download run on its compute stream; on the CPU it runs now."""
+        n = sum(len(m) for _, m in items)
+        if not self._slots:
+            return self.forward(torch.cat([self.crops_on_device(img, m) for img, m in items])).numpy()
+
+        def upload(slot: _Slot):
+            frames = [torch.from_numpy(np.ascontiguousarray(img)).pin_memory().to(self.device, non_blocking=True)
+                      for img, _ in items]
+
+            def crops() -> torch.Tensor:              # on the compute stream, which reads the uploaded frames
+                for f in frames:
+                    f.record_stream(torch.cuda.current_stream(self.device))
+                return torch.cat([self._device_crops(f, m) for f, (_, m) in zip(frames, items)])
+            return crops
+        return self._submit_slot(n, upload)
+
+    def collect(self, handle) -> np.ndarray:
+        if isinstance(handle, np.ndarray):
+            return handle
+        handle.done.synchronize()
+        return handle.host_out[:handle.n].numpy().copy()
 
     # ---- CUDA streams -----------------------------------------------------------------------
     def _make_slot(self, rows: int) -> _Slot:
@@ -137,28 +169,32 @@ class TorchRunner:
                      torch.cuda.Stream(self.device), torch.cuda.Stream(self.device),
                      torch.cuda.Event(), torch.cuda.Event())
 
+    def _upload(self, slot: _Slot, crops_u8: np.ndarray):
+        """On the slot's copy stream: host crops -> pinned buffer -> device; returns what computes on them."""
+        n = len(crops_u8)
+        slot.host_in[:n].numpy()[...] = crops_u8
+        dev_in = slot.host_in[:n].to(self.device, non_blocking=True)
+        return lambda: dev_in
+
     @torch.inference_mode()
-    def submit(self, crops_u8: np.ndarray) -> _Slot:
-        """Queue one batch on the next slot and return without waiting."""
-        i, n = self._next, len(crops_u8)
+    def _submit_slot(self, n: int, upload) -> _Slot:
+        """The next slot of the ring: `upload(slot)` queued on its copy stream (returning the function
+        that gives the device crops), then crops, network and download on its compute stream, ordered
+        by events. Returns without waiting."""
+        i = self._next
         self._next = (i + 1) % len(self._slots)
         self._slots[i].done.synchronize()          # the slot's previous result has been read
         if n > len(self._slots[i].host_in):         # a larger batch than the slot was made for
             self._slots[i] = self._make_slot(n)
         slot = self._slots[i]
-        slot.host_in[:n].numpy()[...] = crops_u8
         with torch.cuda.stream(slot.copy):
-            dev_in = slot.host_in[:n].to(self.device, non_blocking=True)
+            device_crops = upload(slot)
             slot.uploaded.record(slot.copy)
         with torch.cuda.stream(slot.compute):
             slot.compute.wait_event(slot.uploaded)
-            dev_in.record_stream(slot.compute)
-            slot.host_out[:n].copy_(self.forward(dev_in), non_blocking=True)
+            crops = device_crops()
+            crops.record_stream(slot.compute)
+            slot.host_out[:n].copy_(self.forward(crops), non_blocking=True)
             slot.done.record(slot.compute)
         slot.n = n
         return slot
-
-    @staticmethod
-    def collect(slot: _Slot) -> np.ndarray:
-        slot.done.synchronize()
-        return slot.host_out[:slot.n].numpy().copy()

@@ -113,9 +113,12 @@ def test_batched_videos_give_the_recordings_one_at_a_time_gives(videos, tmp_path
         assert np.nanmax(np.abs(a["landmarks"] - b["landmarks"])) < 0.05     # px: the same network, batched
 
 
-def test_batching_landmarker_serves_many_threads_in_shared_batches():
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_batching_landmarker_serves_many_threads_in_shared_batches(in_flight):
     """Threads calling one BatchingLandmarker at once get their own faces' landmarks (as a direct call
-    gives them), served in batches of several callers; an engine error reaches every caller."""
+    gives them), served in batches of several callers, with one batch or two on the engine at a time
+    (two: the CUDA default, where the next batch uploads while one computes); an engine error reaches
+    every caller."""
     import threading
 
     import numpy as np
@@ -127,7 +130,7 @@ def test_batching_landmarker_serves_many_threads_in_shared_batches():
     base = build_landmarker("hih", backend="torch")
     boxes = [FaceBox(np.array([230.0 + d, 120.0]), 150.0) for d in range(8)]
     want = [base(img, [b])[0].landmarks_px for b in boxes]
-    batcher = BatchingLandmarker(base, wait_ms=50)
+    batcher = BatchingLandmarker(base, wait_ms=50, in_flight=in_flight)
     got = [None] * len(boxes)
 
     def call(i):
