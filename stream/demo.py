@@ -18,6 +18,7 @@ from stream.sources import Source
 FRAME_SIZE = (640, 480)
 # Landmark-extent squares of each photo's face (centre x, y, side in photo px), measured once with
 # BlazeFace + its 300-W calibration (models/detector.py) on the untransformed photo.
+BACKGROUND = 60          # grey level around the moving photo or tiles
 PHOTO_FACES = {"astronaut": (225.6, 129.9, 92.8), "grace_hopper": (266.1, 248.2, 179.0)}
 
 
@@ -79,9 +80,9 @@ class DemoSource(Source):
         names = (["astronaut", "grace_hopper"] * faces)[:faces]
         self.photos = [(load_photo(n), PHOTO_FACES[n]) for n in names]
         self.tiles = faces > 1
-        # each photo with what of it is shown as a 4th channel: one warp moves both
-        self._shown = [self._shown_corners(photo, face) for photo, face in self.photos]
-        self._rgba = [np.dstack([photo, self._region(photo, face)]) for photo, face in self.photos]
+        # tiles: each photo with its tile as a 4th channel, so one warp moves both
+        self._shown = [self._tile_corners(face) for _, face in self.photos] if self.tiles else []
+        self._rgba = [np.dstack([photo, self._region(photo, face)]) for photo, face in self.photos] if self.tiles else []
         w, h = FRAME_SIZE
         spacing = w / (faces + 1)
         self.centers = [np.array([spacing * (i + 1), h / 2]) for i in range(faces)]
@@ -108,10 +109,15 @@ class DemoSource(Source):
         return out
 
     def render(self, index: int) -> np.ndarray:
-        """Frame `index`, in a few ms: one 4-channel warp per face, the brightness change and the
-        paste done by OpenCV in uint8 (the clip must not slow down what it demonstrates)."""
+        """Frame `index`, in a few ms (the clip must not slow down what it demonstrates): one warp per
+        face, the brightness change and (tiles) the paste, done by OpenCV in uint8."""
         w, h = FRAME_SIZE
-        frame = np.full((h, w, 3), 60, np.uint8)
+        if not self.tiles:      # the whole photo moves: one 3-channel warp onto the background, then the light
+            (photo, _), m, motion = self.photos[0], self.matrices(index)[0], self.motions[0]
+            gain = 1 + motion.cfg.brightness * motion.params(index / self.fps)[4]
+            frame = cv2.warpAffine(photo, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=(BACKGROUND / gain,) * 3)
+            return cv2.multiply(frame, (gain, gain, gain, 0), dst=frame)     # saturating; the border ends at BACKGROUND
+        frame = np.full((h, w, 3), BACKGROUND, np.uint8)
         for rgba, shown, m, motion in zip(self._rgba, self._shown, self.matrices(index), self.motions):
             # only the frame rectangle the shown part lands in is warped
             corners = shown @ m[:, :2].T + m[:, 2]
@@ -126,18 +132,15 @@ class DemoSource(Source):
             cv2.copyTo(lit, cv2.compare(cv2.extractChannel(warped, 3), 127, cv2.CMP_GT), frame[y0:y1, x0:x1])
         return frame
 
-    def _shown_corners(self, photo: np.ndarray, face: tuple[float, float, float]) -> np.ndarray:
-        """(4,2) photo px corners of what is shown: the whole photo, or the face's tile."""
-        h, w = photo.shape[:2]
-        if not self.tiles:
-            return np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64)
+    def _tile_corners(self, face: tuple[float, float, float]) -> np.ndarray:
+        """(4,2) photo px corners of the face's tile."""
         cx, cy, side = face
         r = self.TILE * side / 2
         return np.array([[cx - r, cy - r], [cx + r, cy - r], [cx + r, cy + r], [cx - r, cy + r]], np.float64)
 
     def _region(self, photo: np.ndarray, face: tuple[float, float, float]) -> np.ndarray:
-        """uint8 mask of what of the photo is shown (`_shown_corners`): all of it, or the face's tile."""
-        (x0, y0), (x1, y1) = self._shown_corners(photo, face)[[0, 2]]
+        """uint8 mask of the face's tile in its photo."""
+        (x0, y0), (x1, y1) = self._tile_corners(face)[[0, 2]]
         region = np.zeros(photo.shape[:2], np.uint8)
         region[max(0, int(y0)):int(y1), max(0, int(x0)):int(x1)] = 255
         return region
