@@ -288,6 +288,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_shipped() -> int:
+    """The ONNX graphs that ship beside the shipped weights (models/weights/onnx), made anew."""
+    from models.engine import SHIPPED_WEIGHTS, OnnxRunner
+    from models.onnx_cache import SHIPPED_DIR
+    from models.pupils import PupilLocator
+    for old in SHIPPED_DIR.glob("*.onnx"):
+        old.unlink()
+    paths = [OnnxRunner.graph_path(w, folder=SHIPPED_DIR) for w in SHIPPED_WEIGHTS.values()]
+    paths.append(PupilLocator.graph_path(folder=SHIPPED_DIR))
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     """Every setting with its default and help, as YAML (configs/pipeline.yaml is this output)."""
     from stream.settings import defaults_yaml
@@ -299,6 +313,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from models.engine import weights_path
     from models.torch_runner import export_graph
 
+    if args.shipped:
+        return _export_shipped()
     try:
         export_graph(weights_path(args.weights), Path(args.out))
     except WeightsError as e:
@@ -512,6 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="export the inference graph to ONNX")
     ex.add_argument("--weights", default=str(ROOT / "models/weights/hih_small_300w.pt"))
     ex.add_argument("--out", default="hih_small.onnx")
+    ex.add_argument("--shipped", action="store_true", help="(re)make the graphs shipped beside the shipped weights "
+                    "(models/weights/onnx), after the weights change")
     ex.set_defaults(func=cmd_export)
 
     cf = sub.add_parser("config", help="print every setting with its default and help: a YAML to copy the keys you change from")

@@ -67,14 +67,20 @@ class OnnxRunner:
     `submit` runs at once (a CPU has nothing to overlap it with); `collect` hands its result over."""
 
     def __init__(self, weights: Path, threads: int = 0, decode: str | None = None):
-        from models.onnx_cache import OnnxGraph, cached_graph
+        from models.onnx_cache import OnnxGraph
+        self.graph = OnnxGraph.load(self.graph_path(weights, decode), threads)
+        self.facts = self.graph.facts
+
+    @staticmethod
+    def graph_path(weights: Path, decode: str | None = None, folder: Path | None = None) -> Path:
+        """The weights' ONNX graph: shipped, cached, or exported now (models/onnx_cache.py)."""
+        from models.onnx_cache import cached_graph
 
         def export(path: Path) -> None:       # torch is imported only here, once per weights file
             from models.torch_runner import export_graph
             export_graph(weights, path, decode)
 
-        self.graph = OnnxGraph.load(cached_graph(weights, f"points-{decode or 'default'}", export), threads)
-        self.facts = self.graph.facts
+        return cached_graph(weights, f"points-{decode or 'default'}", export, folder)
 
     def __call__(self, crops_u8: np.ndarray) -> np.ndarray:
         return self.graph(crops_u8)

@@ -1,9 +1,11 @@
-"""Networks as cached ONNX graphs, so the onnxruntime path never imports torch (1.5-2.5 s at start).
+"""Networks as ONNX graphs, so the onnxruntime path never imports torch (1-2.5 s at start).
 
-The first use of a weights file exports its whole inference graph (uint8 crops in, points out: the
-normalisation and the decode are inside) with torch, once; later runs load the cached graph straight
-into onnxruntime. A graph's file name carries the weights' hash, so new weights never meet an old
-graph, and its metadata carries the facts a caller needs (input size, crop scale, points).
+A weights file's whole inference graph (uint8 crops in, points out: the normalisation and the decode
+are inside) ships beside the shipped weights (models/weights/onnx, written by `hihtrack export
+--shipped`; a test fails when one is missing or stale). Any other weights file is exported with
+torch on its first use, once, into the user's cache. A graph's file name carries the weights' hash,
+so new weights never meet an old graph, and its metadata carries the facts a caller needs (input
+size, crop scale, points).
 """
 from __future__ import annotations
 
@@ -29,13 +31,20 @@ def cache_dir() -> Path:
         return Path(tempfile.gettempdir())
 
 
-def cached_graph(weights: str | Path, variant: str, export: Callable[[Path], None]) -> Path:
-    """The ONNX graph of `weights` (one per `variant`, e.g. a decode), exported by `export(path)` if it
-    is not cached yet. The export goes to a temporary name first, so a crash or a second process
-    never leaves a half-written graph."""
+SHIPPED_DIR = Path(__file__).resolve().parent / "weights" / "onnx"
+
+
+def cached_graph(weights: str | Path, variant: str, export: Callable[[Path], None], folder: Path | None = None) -> Path:
+    """The ONNX graph of `weights` (one per `variant`, e.g. a decode): the shipped one, or the cached
+    one, else exported by `export(path)` into `folder` (default: the user's cache). The export goes
+    to a temporary name first, so a crash or a second process never leaves a half-written graph."""
     weights = check_weights_file(weights)
-    path = cache_dir() / f"{weights.stem}-{file_sha256(weights)[:16]}-{variant}.onnx"
+    name = f"{weights.stem}-{file_sha256(weights)[:16]}-{variant}.onnx"
+    if folder is None and (SHIPPED_DIR / name).exists():
+        return SHIPPED_DIR / name
+    path = (folder or cache_dir()) / name
     if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
         export(tmp)
         tmp.replace(path)

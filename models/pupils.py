@@ -54,13 +54,19 @@ class PupilLocator:
     out: models.onnx_cache), so tracking needs no torch once the graph is cached."""
 
     def __init__(self, weights: str | Path = WEIGHTS, threads: int = 1):
-        from models.onnx_cache import OnnxGraph, cached_graph
+        from models.onnx_cache import OnnxGraph
+        self.graph = OnnxGraph.load(self.graph_path(Path(weights)), threads)
+
+    @staticmethod
+    def graph_path(weights: Path = WEIGHTS, folder: Path | None = None) -> Path:
+        """The eye network's ONNX graph: shipped, cached, or exported now (models/onnx_cache.py)."""
+        from models.onnx_cache import cached_graph
 
         def export(path: Path) -> None:
             from models.pupil_net import export_pupil_graph
-            export_pupil_graph(Path(weights), path)
+            export_pupil_graph(weights, path)
 
-        self.graph = OnnxGraph.load(cached_graph(weights, "pupils", export), threads)
+        return cached_graph(weights, "pupils", export, folder)
 
     def __call__(self, image_bgr: np.ndarray, landmarks_px: list[np.ndarray]) -> list[np.ndarray]:
         """Each eye is cut from the uint8 frame by OpenCV (the same sampling as the training crops,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models.network import build_network, count_params
-from models.weights import WeightsError, export_onnx, load_checkpoint, load_into, official_state_dict, save_checkpoint
+from models.weights import WeightsError, export_onnx, file_sha256, load_checkpoint, load_into, official_state_dict, save_checkpoint
 
 PAPER = dict(num_landmarks=98, input_px=256, channels=256, depth=4, head_channels=384, decimal_head="global",
              keep_unused_skip=True)
@@ -107,6 +107,18 @@ def test_onnx_matches_pytorch(tmp_path, head):
     assert onnx.facts == {"input_px": 64}
     out = onnx(crops.numpy())
     assert out.shape == (3, 68, 3) and np.abs(out - ref).max() < 1e-3
+
+
+def test_the_shipped_graphs_belong_to_the_shipped_weights():
+    """Every shipped weights file has its ONNX graph beside it, named by its hash: after the weights
+    change, `hihtrack export --shipped` makes them anew (or this fails)."""
+    from models.engine import SHIPPED_WEIGHTS
+    from models.onnx_cache import SHIPPED_DIR
+    from models.pupils import WEIGHTS
+    for weights, variant in [*((w, "points-default") for w in SHIPPED_WEIGHTS.values()), (WEIGHTS, "pupils")]:
+        name = f"{weights.stem}-{file_sha256(weights)[:16]}-{variant}.onnx"
+        assert (SHIPPED_DIR / name).is_file(), f"{name} is missing: run `hihtrack export --shipped`"
+    assert len(list(SHIPPED_DIR.glob("*.onnx"))) == len(SHIPPED_WEIGHTS) + 1      # and nothing stale
 
 
 def test_onnxruntime_backend_matches_torch_engine():
