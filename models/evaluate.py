@@ -2,7 +2,7 @@
 
 Two protocols, every method on the same boxes, each applying its own margin convention (ours 1.3x,
 PFLD 1.2x, Face Mesh 2x):
-- "detector" (what a user gets for a photo): the project's detector on the whole image and on 2 x 2
+- "detector" (what a user gets for a photo): the project's detector on the whole image and on 3 x 3
   tiles (models.detector.find_faces, as for a still), the detection nearest the
   annotated face, then each method re-crops from its own landmarks until the box settles
   (models.landmarkers.settle), as the tracker does for a new face or a photo. A face the detector

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.detector import FaceBox, find_faces, iou
+from models.detector import STILL_TILES, FaceBox, find_faces, iou
 from models.landmarkers import box_change
 from models.schema import setting
 
@@ -29,7 +29,8 @@ class TrackingConfig:
     # models.landmarkers.settle
     refine_passes: int = setting(3, 0, 10, help="a new face or a photo: re-crop from its own landmarks up to N times ...")
     refine_tolerance: float = setting(0.01, 0.0, 1.0, help="... until its box moves less than this fraction of the face side")
-    still_tiles: int = setting(2, 0, 4, help="photos: also look for small faces in N x N overlapping tiles; 0 = whole image only")
+    still_tiles: int = setting(STILL_TILES, 0, 4, help="photos: also look for small faces in N x N overlapping tiles; "
+                               "0 = whole image only")
 
 
 @dataclass
