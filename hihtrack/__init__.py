@@ -23,6 +23,7 @@ _EXPORTS = {"FaceTracker": "hihtrack.tracker", "InputError": "hihtrack.tracker",
             "SettingsError": "models.schema", "UserError": "models.schema", "SourceError": "stream.sources",
             "Face": "stream.frames", "Frame": "stream.frames", "TrackSettings": "stream.settings",
             "load_settings": "stream.settings", "resolve_auto": "stream.settings",
+            "describe_choices": "stream.settings",
             "DrawOptions": "stream.draw", "draw_frame": "stream.draw",
             "stats_lines": "stream.draw", "load_recording": "stream.recorders", "build_sender": "stream.senders",
             "extract_all": "hihtrack.extract"}

@@ -39,6 +39,8 @@ class CliError(UserError):
 # `hihtrack track`'s flags: every top-level setting (stream/settings.py) by its own name, and these from
 # the web page's section by a short one
 SECTION_FLAGS = {"host": "gradio.host", "port": "gradio.port", "share": "gradio.share"}
+# the track flags extract takes too
+EXTRACT_SETTINGS = ("landmarker", "weights", "device", "backend", "crop_views", "detector", "smoothing")
 
 
 def track_flags() -> dict[str, tuple[str, dataclasses.Field, object]]:
@@ -96,8 +98,8 @@ def _whole_number(text: str) -> int:
 
 
 def track_settings(args: argparse.Namespace):
-    """The fields' defaults, then --config, then every flag that was given: checked once, each flag's
-    value by its own name."""
+    """The fields' defaults, then --config, then every setting flag that was given (track's, or the
+    ones extract takes): checked once, each flag's value by its own name."""
     from stream.settings import TrackSettings, load_settings
     flags = track_flags()
     given = {dest: v for dest, v in vars(args).items() if dest in flags and v is not None}
@@ -114,7 +116,9 @@ def cmd_track(args: argparse.Namespace) -> int:
         return _serve_web(settings)
     window = _open_window(settings.ui)
     with FaceTracker(settings) as tracker:
-        _print_auto_choices(tracker.auto_choices)
+        if tracker.auto_choices:
+            from stream.settings import describe_choices
+            _notice(describe_choices(tracker.auto_choices))
         source = tracker.open_source(notify=_notice)
         outputs = tracker.outputs(source)
         recorder = next((o for o in outputs if hasattr(o, "lost_rows")), None)
@@ -138,11 +142,6 @@ def cmd_track(args: argparse.Namespace) -> int:
     if summary.error:
         raise CliError(summary.error + (" (recording saved)" if recorder else ""))
     return 0
-
-
-def _print_auto_choices(choices: dict[str, str]) -> None:
-    if choices:
-        _notice("chosen automatically: " + ", ".join(f"{k} {v}" for k, v in choices.items()))
 
 
 def _notice(message: str) -> None:
@@ -205,13 +204,10 @@ def _print_summary(s, recorder) -> None:
 def cmd_extract(args: argparse.Namespace) -> int:
     """One recording per input; finished ones skipped; a results table; exit 1 if any input failed."""
     from hihtrack.extract import extract_all
-    from stream.settings import load_settings
 
-    flags = {k: getattr(args, k) for k in ("landmarker", "smoothing", "weights", "device", "backend", "detector",
-                                           "crop_views")}
     progress = _ExtractProgress(args.format, args.out, per_file=bool(args.ray))
     try:
-        report = extract_all(args.inputs, args.out, load_settings(args.config, **flags), fmt=args.format,
+        report = extract_all(args.inputs, args.out, track_settings(args), fmt=args.format,
                          workers=args.workers, batch_videos=args.batch_videos, ray=args.ray, on_plan=progress.plan,
                          on_frames=progress.frames, on_result=progress.result, notify=_notice)
     finally:
@@ -520,9 +516,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="track N inputs at once in one process, their faces batched through one network "
                          "(-1: 32 on a GPU, off on a CPU; 0: off)")
     xt.add_argument("--ray", help="run on a Ray cluster: auto (the running one), ADDRESS, or local (start one here)")
-    for flag in ("landmarker", "smoothing", "weights", "device", "backend", "detector", "config"):
-        xt.add_argument(f"--{flag}", help=f"as for track (configs/pipeline.yaml: {flag})")
-    xt.add_argument("--crop-views", dest="crop_views", type=int, help="as for track (configs/pipeline.yaml: crop_views)")
+    flags = track_flags()
+    for dest in EXTRACT_SETTINGS:
+        _add_setting_flag(xt, dest, *flags[dest][1:])
+    xt.add_argument("--config", help="a YAML file of the settings you change (as for track)")
     xt.set_defaults(func=cmd_extract)
 
     ex = sub.add_parser("export", help="export the inference graph to ONNX")

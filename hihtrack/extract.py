@@ -344,10 +344,14 @@ def extract_all(inputs: Iterable[str], out_dir: str | Path, settings: TrackSetti
     one process (-1: 32 on a GPU, off on a CPU), else `workers` processes (0: one per core).
     Callbacks: on_plan(all jobs, jobs to run) once, on_frames(n) as frames are done, on_result(result)
     per input, notify(message) for what the run decided."""
-    from stream.settings import load_settings
+    from stream.settings import describe_choices, load_settings, resolve_auto
     if fmt not in FORMAT_EXT:
         raise ExtractError(f"format {fmt!r} is not one of {', '.join(FORMAT_EXT)}")
     settings = settings or load_settings(**overrides)
+    if not ray:     # on a cluster each worker chooses for the node it runs on (its FaceTracker does)
+        settings, choices = resolve_auto(settings)
+        if choices and notify:
+            notify(describe_choices(choices))
     expanded = expand_inputs(inputs)
     if not expanded:
         raise ExtractError("no inputs found; give video files, folders, globs or a list file")

@@ -102,7 +102,7 @@ class FaceTracker:
     def __init__(self, settings: TrackSettings | None = None, *, running_mode: RunningMode = "image",
                  result_callback: Callable[[Frame], None] | None = None, landmarker=None, config=None, **overrides):
         """`settings` as built by stream.settings.load_settings, or the same keys as keyword arguments
-        (`FaceTracker(smoothing="kalman", tracking={"detect_every": 5})`), layered on configs/pipeline.yaml.
+        (`FaceTracker(smoothing="kalman", tracking={"detect_every": 5})`), layered on the defaults (`hihtrack config`).
         `running_mode` says how `process`/`process_async` treat the images handed to them (module doc);
         `result_callback` receives each processed frame in live mode (on the tracker's thread)."""
         if running_mode not in RUNNING_MODES:
@@ -119,7 +119,7 @@ class FaceTracker:
         self.running_mode: RunningMode = running_mode
         self.result_callback = result_callback
         self._owns_landmarker = landmarker is None and settings.landmarker != "hih"
-        self.landmarker, self.detector = build_parts(settings, landmarker)
+        self.landmarker, self.detector = build_parts(self.settings, landmarker)
         self._pipeline: Pipeline | None = None           # the running (or last) stream
         self.last_summary: RunSummary | None = None
         self._sync: FrameProcessor | None = None         # process(): image or video state

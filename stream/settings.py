@@ -153,3 +153,8 @@ def resolve_auto(settings: TrackSettings, web_page: bool = False) -> tuple[Track
         chosen["weights"] = "fast" if fast else "small"
         why["weights"] = "the web page on a CPU; --weights small for the default ones" if fast else "the default"
     return dataclasses.replace(settings, **chosen), {k: f"{chosen[k]} ({why[k]})" for k in chosen}
+
+
+def describe_choices(choices: dict[str, str]) -> str:
+    """resolve_auto's choices as the one line a front end prints at start."""
+    return "chosen automatically: " + ", ".join(f"{k} {v}" for k, v in choices.items())

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import cv2
 
-from hihtrack import SourceError, TrackSettings, load_recording, resolve_auto
+from hihtrack import SourceError, TrackSettings, describe_choices, load_recording, resolve_auto
 from ui.live import DEFAULT_DRAW, DRAW_CHOICES, Controls, LiveSessions, SessionLimit, TrackerPool
 
 
@@ -229,8 +229,7 @@ def serve(settings: TrackSettings) -> None:
     """Run the web app until Ctrl-C / SIGTERM; sessions, peer connections and files go with it."""
     page, choices = resolve_auto(settings, web_page=True)
     if choices:
-        print("the page chose automatically: " + ", ".join(f"{k} {v}" for k, v in choices.items()),
-              file=sys.stderr)
+        print(f"the web page: {describe_choices(choices)}", file=sys.stderr)
     settings, web = page, page.gradio
     files_dir = Path(tempfile.mkdtemp(prefix="hihtrack-web-"))
     cache = Path(os.environ.setdefault("GRADIO_TEMP_DIR", str(files_dir / "gradio-cache")))   # before gradio's import
