@@ -101,3 +101,41 @@ def test_refinement_brings_detector_boxes_to_the_landmark_crop(parts, data_300w)
             out.append(nme_per_face(res[0].landmarks_px[None], face.landmarks_px[None], SCHEMES[68].ocular)[0])
     assert len(raw) >= 8
     assert np.mean(refined) < np.mean(raw), (np.mean(raw), np.mean(refined))
+
+
+def test_tiles_find_small_faces_but_not_the_features_of_a_big_one():
+    """find_faces: a face only a tile finds is added; a tile's box mostly inside a whole-image face and
+    under half its size (an eye or a mouth seen larger) is not; a neighbour's face half inside a wide
+    box is; a face cut by a tile's inner edge is left to the tile that sees it whole."""
+    from models.detector import FaceBox, find_faces
+
+    image = np.zeros((600, 900, 3), np.uint8)
+    big = FaceBox(np.array([450.0, 300.0]), 240.0, 0.9)
+    small_far = np.array([800.0, 80.0])           # a small face in a corner, seen only by a tile
+    feature = np.array([420.0, 260.0])            # an eye of the big face
+    neighbour = np.array([555.0, 300.0])          # a face 60 % inside the big box, 0.6 of its size
+
+    def detector(img):
+        if img.shape[:2] == image.shape[:2]:
+            return [big]
+        h, w = img.shape[:2]
+        y0, x0 = _offset(image, img)
+        found = []
+        for c, side in ((small_far, 40.0), (feature, 50.0), (neighbour, 140.0)):
+            local = c - [x0, y0]
+            if side / 2 <= local[0] <= w - side / 2 and side / 2 <= local[1] <= h - side / 2:
+                found.append(FaceBox(local, side, 0.8))
+        return found
+
+    boxes = find_faces(detector, image, 3)
+    centres = [tuple(np.round(b.center_px)) for b in boxes]
+    assert centres[0] == (450.0, 300.0)
+    assert (800.0, 80.0) in centres and (555.0, 300.0) in centres
+    assert (420.0, 260.0) not in centres
+
+
+def _offset(image: np.ndarray, tile: np.ndarray) -> tuple[int, int]:
+    """Where a tile (a view into `image`) starts in it."""
+    start = tile.__array_interface__["data"][0] - image.__array_interface__["data"][0]
+    row = image.strides[0]
+    return start // row, (start % row) // image.strides[1]
