@@ -60,6 +60,11 @@ LINEAR_SHAPES = {
 # ranges of the shapes that combine measures
 COMBINED_RANGES = {"eyeWide": 0.35, "mouthStretch": 0.1, "mouthPucker": 0.2, "mouthFunnel": 0.2,
                    "mouthClose": 0.2, "mouthPress": 0.05, "eyeLook_h": 0.45, "eyeLook_v": 0.25}
+# every shape blendshapes() gives (the eyeLook ones with pupils), in the order recordings keep them
+SHAPE_NAMES = (*LINEAR_SHAPES, "eyeBlinkRight", "eyeBlinkLeft", "eyeWideRight", "eyeWideLeft", "mouthStretchRight",
+               "mouthStretchLeft", "mouthPucker", "mouthFunnel", "mouthClose", "mouthPressRight", "mouthPressLeft",
+               "eyeLookInRight", "eyeLookOutRight", "eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpRight", "eyeLookDownRight",
+               "eyeLookUpLeft", "eyeLookDownLeft")
 WINK_DIFF = 0.4             # blink values closer than this are one blink of both eyes (their mean)
 HIDDEN_EYE_YAW_DEG = 30.0   # beyond this yaw the far eye copies the near one (it is hardly seen)
 GAZE_HOLD_BLINK = 0.5       # while an eye is this closed its pupil is not seen: the last gaze is held

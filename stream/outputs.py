@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from stream.expressions import SHAPE_NAMES
 from stream.recorders import Recorder, RecordMeta
 from stream.settings import TrackSettings
 from stream.sources import Source
@@ -25,7 +26,8 @@ def record_meta(settings: TrackSettings, landmarker, source: Source) -> RecordMe
     return RecordMeta(scheme, points, settings.landmarker, file_sha256(wp) if wp else None,
                       source.description, source.fps, None,
                       {"mode": settings.smoothing, **(asdict(smoother) if smoother is not None else {})},
-                      {k: getattr(settings, k) for k in RECORDED_SETTINGS})
+                      {k: getattr(settings, k) for k in RECORDED_SETTINGS},
+                      list(SHAPE_NAMES) if settings.record_expressions else [])
 
 
 def open_recorder(settings: TrackSettings, landmarker, source: Source, path=None) -> Recorder:

@@ -39,6 +39,7 @@ class RecordMeta:
     image_size: tuple[int, int] | None = None
     smoothing: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)       # the tracker's settings that shape the landmarks
+    expressions: list[str] = field(default_factory=list)   # shape values kept per face, by name (record_expressions)
 
 
 def _pose_cols(face) -> list[float]:
@@ -89,7 +90,7 @@ class Recorder:
                 self._csv.writerow(["frame", "timestamp", "face_id", "confidence", "success",
                                     "pose_Rx", "pose_Ry", "pose_Rz", "pose_Tx", "pose_Ty", "pose_Tz"]
                                    + [f"x_{i}" for i in range(k)] + [f"y_{i}" for i in range(k)]
-                                   + [f"sx_{i}" for i in range(k)] + [f"sy_{i}" for i in range(k)])
+                                   + [f"sx_{i}" for i in range(k)] + [f"sy_{i}" for i in range(k)] + meta.expressions)
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
 
@@ -98,14 +99,17 @@ class Recorder:
         if self.paused:
             return
         k = self.meta.num_points
+        names = self.meta.expressions
         rows = [{"frame": frame.index, "timestamp": round(frame.timestamp_s, 6), "face_id": f.track_id,
                  "confidence": float(np.mean(f.confidence)), "success": 1, "pose": _pose_cols(f),
                  "landmarks": _with_pupils(f.landmarks_px, f.pupils_px, k),
-                 "smoothed": _with_pupils(f.smoothed_px if f.smoothed_px is not None else f.landmarks_px, f.pupils_px, k)}
+                 "smoothed": _with_pupils(f.smoothed_px if f.smoothed_px is not None else f.landmarks_px, f.pupils_px, k),
+                 "expressions": np.array([f.expressions.get(n, np.nan) for n in names], np.float32)}
                 for f in frame.faces]
         if not rows:
-            rows = [{"frame": frame.index, "timestamp": round(frame.timestamp_s, 6), "face_id": -1,
-                     "confidence": 0.0, "success": 0, "pose": [float("nan")] * 6, "landmarks": None, "smoothed": None}]
+            rows = [{"frame": frame.index, "timestamp": round(frame.timestamp_s, 6), "face_id": -1, "confidence": 0.0,
+                     "success": 0, "pose": [float("nan")] * 6, "landmarks": None, "smoothed": None,
+                     "expressions": np.full(len(names), np.nan, np.float32)}]
         try:
             self.q.put_nowait(rows)
         except queue.Full:
@@ -136,10 +140,13 @@ class Recorder:
             self._csv.writerow([r["frame"], r["timestamp"], r["face_id"], f"{r['confidence']:.4f}", r["success"],
                                 *[f"{v:.5f}" for v in r["pose"]], *[f"{v:.3f}" for v in lm[:, 0]],
                                 *[f"{v:.3f}" for v in lm[:, 1]], *[f"{v:.3f}" for v in sm[:, 0]],
-                                *[f"{v:.3f}" for v in sm[:, 1]]])
+                                *[f"{v:.3f}" for v in sm[:, 1]], *[f"{v:.4f}" for v in r["expressions"]]])
         elif self.fmt == "jsonl":
+            shapes = {"expressions": dict(zip(self.meta.expressions, np.round(r["expressions"], 4).tolist()))} \
+                if self.meta.expressions else {}
             self._file.write(json.dumps({**{k2: r[k2] for k2 in ("frame", "timestamp", "face_id", "confidence", "success", "pose")},
-                                         "landmarks": np.round(lm, 3).tolist(), "smoothed": np.round(sm, 3).tolist()}) + "\n")
+                                         "landmarks": np.round(lm, 3).tolist(), "smoothed": np.round(sm, 3).tolist(),
+                                         **shapes}) + "\n")
         else:
             self._npz.append({**r, "landmarks": lm, "smoothed": sm})
 
@@ -149,7 +156,8 @@ class Recorder:
             os.fsync(self._file.fileno())
         elif self._npz:
             tmp = self.path.with_name(self.path.name + ".tmp.npz")
-            np.savez_compressed(tmp, **_stack_rows(self._npz, self.meta.num_points), meta=json.dumps(self.meta.__dict__, default=str))
+            np.savez_compressed(tmp, **_stack_rows(self._npz, self.meta.num_points, len(self.meta.expressions)),
+                                meta=json.dumps(self.meta.__dict__, default=str))
             tmp.replace(self.path)
 
     def close(self) -> None:
@@ -159,8 +167,9 @@ class Recorder:
             self._file.close()
 
 
-def _stack_rows(rows: list[dict], k: int) -> dict[str, np.ndarray]:
-    """Rows -> arrays frames x faces x points x 2 (faces padded with NaN, ids -1)."""
+def _stack_rows(rows: list[dict], k: int, n_shapes: int = 0) -> dict[str, np.ndarray]:
+    """Rows -> arrays frames x faces x points x 2, and frames x faces x shapes when the recording keeps
+    expressions (faces padded with NaN, ids -1)."""
     frames = sorted({r["frame"] for r in rows})
     fpos = {f: i for i, f in enumerate(frames)}
     per_frame: dict[int, list[dict]] = {}
@@ -171,32 +180,40 @@ def _stack_rows(rows: list[dict], k: int) -> dict[str, np.ndarray]:
     lm = np.full((len(frames), n_faces, k, 2), np.nan, np.float32)
     sm = lm.copy()
     ids = np.full((len(frames), n_faces), -1, np.int32)
+    shapes = np.full((len(frames), n_faces, n_shapes), np.nan, np.float32)
     ts = np.zeros(len(frames))
     for r in rows:
         ts[fpos[r["frame"]]] = r["timestamp"]
     for f, rs in per_frame.items():
         for j, r in enumerate(rs):
             lm[fpos[f], j], sm[fpos[f], j], ids[fpos[f], j] = r["landmarks"], r["smoothed"], r["face_id"]
-    return {"frame": np.array(frames), "timestamp": ts, "face_id": ids, "landmarks": lm, "smoothed": sm}
+            if n_shapes:
+                shapes[fpos[f], j] = r["expressions"]
+    out = {"frame": np.array(frames), "timestamp": ts, "face_id": ids, "landmarks": lm, "smoothed": sm}
+    return out | ({"expressions": shapes} if n_shapes else {})
 
 
 def load_recording(path: str | Path) -> dict[str, np.ndarray]:
-    """Any recording -> {"frame", "timestamp", "face_id", "landmarks", "smoothed"} arrays (frames x faces x K x 2).
-    A last row cut short (the writer was killed mid-row) is left out; anything else malformed is a RecordError."""
+    """Any recording -> {"frame", "timestamp", "face_id", "landmarks", "smoothed"} arrays (frames x faces x K x 2),
+    and "expressions" (frames x faces x shapes, named by "expression_names") when it keeps them. A last
+    row cut short (the writer was killed mid-row) is left out; anything else malformed is a RecordError."""
     import zipfile
     path = Path(path)
     try:
         if path.suffix == ".npz":
             with np.load(path) as z:
-                return {k: z[k] for k in ("frame", "timestamp", "face_id", "landmarks", "smoothed")}
-        meta = json.loads(Path(str(path) + ".meta.json").read_text())
-        k = int(meta["num_points"])
-        if path.suffix == ".csv":
-            with open(path, newline="") as f:
-                rows = _parse_rows(list(csv.DictReader(f)), lambda r: _csv_row(r, k))
+                out = {k: z[k] for k in ("frame", "timestamp", "face_id", "landmarks", "smoothed", "expressions") if k in z}
+                names = json.loads(str(z["meta"])).get("expressions", [])
         else:
-            rows = _parse_rows([ln for ln in path.read_text().splitlines() if ln.strip()], _json_row)
-        return _stack_rows(rows, k)
+            meta = json.loads(Path(str(path) + ".meta.json").read_text())
+            k, names = int(meta["num_points"]), meta.get("expressions", [])
+            if path.suffix == ".csv":
+                with open(path, newline="") as f:
+                    rows = _parse_rows(list(csv.DictReader(f)), lambda r: _csv_row(r, k, names))
+            else:
+                rows = _parse_rows([ln for ln in path.read_text().splitlines() if ln.strip()], lambda ln: _json_row(ln, names))
+            out = _stack_rows(rows, k, len(names))
+        return out | ({"expression_names": np.array(names)} if names else {})
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
         raise RecordError(f"cannot load recording {path} ({e.__class__.__name__}: {str(e)[:80]}); pass a .csv, .jsonl "
                           "or .npz written by `track --record` or `extract`, with its .meta.json") from None
@@ -213,15 +230,18 @@ def _parse_rows(items: list, parse) -> list[dict]:
     return rows
 
 
-def _csv_row(r: dict, k: int) -> dict:
+def _csv_row(r: dict, k: int, names: list[str]) -> dict:
     raw, smooth = (np.array([[float(r[f"{p}x_{i}"]), float(r[f"{p}y_{i}"])] for i in range(k)], np.float32) for p in ("", "s"))
     return {"frame": int(r["frame"]), "timestamp": float(r["timestamp"]), "face_id": int(r["face_id"]),
-            "success": int(r["success"]), "landmarks": raw, "smoothed": smooth}
+            "success": int(r["success"]), "landmarks": raw, "smoothed": smooth,
+            "expressions": np.array([float(r[n]) for n in names], np.float32)}
 
 
-def _json_row(line: str) -> dict:
+def _json_row(line: str, names: list[str]) -> dict:
     r = json.loads(line)
-    return {**r, "landmarks": np.array(r["landmarks"], np.float32), "smoothed": np.array(r["smoothed"], np.float32)}
+    shapes = r.get("expressions", {})
+    return {**r, "landmarks": np.array(r["landmarks"], np.float32), "smoothed": np.array(r["smoothed"], np.float32),
+            "expressions": np.array([shapes.get(n, np.nan) for n in names], np.float32)}
 
 
 def recorded_frames(rec: dict, video=None, notify=None):

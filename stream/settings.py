@@ -63,6 +63,8 @@ class TrackSettings:
     record: str | None = setting(None, help="write the landmarks to PATH (.csv, .jsonl or .npz)")
     record_format: Literal["csv", "jsonl", "npz"] | None = setting(None, help="csv | jsonl | npz (null: from the extension)")
     record_video: str | None = setting(None, help="write the annotated video to PATH.mp4")
+    record_expressions: bool = setting(False, help="the recording also keeps the expression values (ARKit shape "
+                                       "names) as columns after the points")
     send: list[str] = setting(factory=list, help="osc://host:port (VMC), udp://host:port or ws://host:port; repeatable")
     calibration: str | None = setting(None, help="your expression profile (PATH.json): loaded if it exists, saved when "
                                       "you calibrate (c key / button)")

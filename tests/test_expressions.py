@@ -157,3 +157,35 @@ def test_calibration_is_saved_and_loaded_by_the_next_run(tmp_path):
     with pytest.raises(CalibrationError, match="cannot read the calibration profile"):
         with FaceTracker(settings, running_mode="video") as t:
             t.process(frames[0], 0.0)
+
+
+def test_shape_names_are_every_shape_blendshapes_gives():
+    from stream.expressions import SHAPE_NAMES
+    from tests.test_pupils import _face68
+    pts = _face68()
+    with_pupils = ExpressionEstimator().blendshapes(pts, 0.0, np.stack([pts[36:42].mean(0), pts[42:48].mean(0)]))
+    assert list(with_pupils) != [] and set(with_pupils) == set(SHAPE_NAMES) and len(SHAPE_NAMES) == len(set(SHAPE_NAMES))
+    assert set(ExpressionEstimator().blendshapes(pts)) == {n for n in SHAPE_NAMES if not n.startswith("eyeLook")}
+
+
+@pytest.mark.parametrize("ext", [".csv", ".jsonl", ".npz"])
+def test_recordings_keep_the_shape_values_when_asked(tmp_path, ext):
+    """record_expressions: every shape a column (CSV), a mapping (JSON Lines) or an array (npz), by name;
+    a face without a value (no pupils: no eyeLook) and a frame without a face read back as NaN."""
+    from stream.expressions import SHAPE_NAMES
+    from stream.recorders import Recorder, RecordMeta, load_recording
+    from tests.test_vmc import _frame
+    rec = Recorder(tmp_path / f"r{ext}", RecordMeta("300w-68", 68, "hih", None, "test", 30.0, None, {}, {}, list(SHAPE_NAMES)))
+    f = _frame(0, 0.0, True)
+    f.faces[0].expressions = {n: i / 100 for i, n in enumerate(SHAPE_NAMES) if not n.startswith("eyeLook")}
+    rec.write(f)
+    rec.write(_frame(1, 1 / 30, False))
+    rec.close()
+    data = load_recording(tmp_path / f"r{ext}")
+    names = list(data["expression_names"])
+    assert names == list(SHAPE_NAMES) and data["expressions"].shape == (2, 1, len(SHAPE_NAMES))
+    got = dict(zip(names, data["expressions"][0, 0]))
+    assert all(abs(got[n] - v) < 1e-4 for n, v in f.faces[0].expressions.items())
+    assert np.isnan(got["eyeLookInLeft"]) and np.isnan(data["expressions"][1]).all()
+    if ext == ".csv":
+        assert "jawOpen" in (tmp_path / "r.csv").read_text().splitlines()[0].split(",")
