@@ -18,6 +18,11 @@ class LossConfig:
     # transform consistency (SBR-style): two views of a face, a small similarity apart, must decode to
     # the same landmarks once mapped into one frame; squared difference in heatmap cells
     consistency_weight: float = 0.0
+    # knowledge distillation: a trained teacher (a hihtrack checkpoint of the same heatmap geometry) is
+    # a second target, its integer heatmap and its decimal distribution at the student's cells, weighted
+    # like the ground truth's terms; distill_weight 0 = off
+    teacher: str = ""
+    distill_weight: float = 0.0
 
 
 def heatmap_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

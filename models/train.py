@@ -29,7 +29,7 @@ from models.codec import HIHCodec, build_codec
 from models.losses import LossConfig, consistency_loss, hih_loss
 from models.metrics import nme_per_face, summarize
 from models.network import NetworkConfig, build_network, slim
-from models.schema import from_mapping, setting
+from models.schema import SettingsError, from_mapping, setting
 from models.schemes import scheme_for
 from models.weights import load_checkpoint, load_into, save_checkpoint
 
@@ -95,11 +95,14 @@ def _ddp() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def forward_and_loss(model, recipe: Recipe, codec: HIHCodec, x, pts, a_to_b: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def forward_and_loss(model, recipe: Recipe, codec: HIHCodec, x, pts, a_to_b: torch.Tensor | None = None,
+                     teacher: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
     """One training forward: the decimal target refers to the cell the decimal map refines.
 
     a_to_b: when given, x and pts hold two views (first half a, second half b) of the same faces and
     (B,2,3) maps view-a input px to view-b input px; the consistency term compares their decodes.
+    teacher: when given, its last integer heatmap and its decimal distribution at the student's cells
+    are a second target (loss.distill_weight).
     """
     use_gt_cell = recipe.model.decimal_head == "global" or recipe.optim.roi_cell == "gt"
     if use_gt_cell:
@@ -114,7 +117,34 @@ def forward_and_loss(model, recipe: Recipe, codec: HIHCodec, x, pts, a_to_b: tor
         da, db = decoded.chunk(2)
         parts["consistency"] = consistency_loss(D.crop.transform_points(a_to_b.to(da.device), da), db, codec.stride)
         parts["loss"] = parts["loss"] + recipe.loss.consistency_weight * parts["consistency"]
+    if teacher is not None:
+        with torch.no_grad():
+            t = teacher(x, out["peak_cells"])
+        taught = hih_loss(out, {"heatmap": t["heatmaps"][:, -1].float(), "decimal": t["decimal"].float().flatten(2).softmax(-1)
+                                .view_as(t["decimal"])}, recipe.loss)
+        parts["distill"], parts["distill_heatmap"] = taught["loss"], taught["heatmap"]
+        parts["loss"] = parts["loss"] + recipe.loss.distill_weight * parts["distill"]
     return parts
+
+
+def load_teacher(recipe: Recipe, device) -> torch.nn.Module | None:
+    """The distillation teacher the recipe names (None without one), frozen, checked to share the
+    student's heatmap geometry."""
+    if recipe.loss.distill_weight <= 0:
+        return None
+    if not recipe.loss.teacher:
+        raise SettingsError("loss.distill_weight > 0 needs loss.teacher: a hihtrack checkpoint, e.g. models/weights/hih_small_300w.pt")
+    path = Path(recipe.loss.teacher).expanduser()
+    ck = load_checkpoint(path)
+    cfg = Recipe.from_dict(ck["recipe"]).model
+    mine = recipe.model
+    if (cfg.input_px, cfg.heatmap_px, cfg.decimal_px, cfg.num_landmarks) != (mine.input_px, mine.heatmap_px, mine.decimal_px,
+                                                                              mine.num_landmarks):
+        raise SettingsError(f"teacher {path} has another heatmap geometry than the student (input, heatmap, decimal, "
+                            "points must match)")
+    teacher = build_network(cfg)
+    load_into(teacher, ck["state_dict"], str(path))
+    return teacher.eval().requires_grad_(False).to(device).to(memory_format=torch.channels_last)
 
 
 def training_batch(tr: D.FaceCache, idx: torch.Tensor, recipe: Recipe, gen: torch.Generator, dev) -> tuple:
@@ -247,6 +277,7 @@ def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = 
         state.update({k: resumed[k] for k in state if k in resumed})
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     codec = recipe.hih_codec()
+    teacher = load_teacher(recipe, dev)
 
     steps_per_epoch = max(1, len(tr) // (o.batch_size * world))
     total_steps = steps_per_epoch * o.epochs
@@ -282,7 +313,8 @@ def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = 
                 g["lr"] = lr
             x, pts, a_to_b = training_batch(tr, idx, recipe, gen, dev)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                parts = forward_and_loss(net, recipe, codec, x.contiguous(memory_format=torch.channels_last), pts, a_to_b)
+                parts = forward_and_loss(net, recipe, codec, x.contiguous(memory_format=torch.channels_last), pts, a_to_b,
+                                         teacher)
             opt.zero_grad(set_to_none=True)
             parts["loss"].backward()
             if o.grad_clip > 0:

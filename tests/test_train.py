@@ -184,3 +184,39 @@ def test_sampling_weights_give_the_synthetic_share_and_balance_poses():
     both = torch.cat([frontal[:90], turned[:10]])                  # a real set that is 90 % frontal
     b = sampling_weights(both, 100, DataConfig(balance_power=1.0))
     assert float(b[90:].sum() / b.sum()) == pytest.approx(0.5)     # each pose bin equally often
+
+
+def test_distillation_pulls_the_student_towards_the_teacher(tmp_path):
+    """loss.distill_weight with loss.teacher: a student that already is the teacher has no heatmap
+    distance to it (its decimal term is only the teacher's own entropy); a different student has,
+    and a few steps on the distillation term alone shrink it. A teacher of another heatmap geometry
+    is refused."""
+    from dataclasses import replace
+
+    from models.network import build_network
+    from models.schema import SettingsError
+    from models.train import forward_and_loss, load_teacher
+    from models.weights import save_checkpoint
+    torch.manual_seed(0)
+    recipe = Recipe.from_dict(TINY)
+    teacher_net = build_network(recipe.model)
+    save_checkpoint({"state_dict": teacher_net.state_dict(), "recipe": recipe.to_dict()}, tmp_path / "t.pt")
+    recipe = Recipe.from_dict({**TINY, "loss": {"teacher": str(tmp_path / "t.pt"), "distill_weight": 1.0}})
+    teacher = load_teacher(recipe, torch.device("cpu"))
+    codec = recipe.hih_codec()
+    x, pts = torch.randn(4, 3, 64, 64), torch.rand(4, 68, 2) * 60
+    same = build_network(recipe.model)
+    same.load_state_dict(teacher_net.state_dict())
+    student = build_network(recipe.model)
+    hm = lambda net: float(forward_and_loss(net.eval(), recipe, codec, x, pts, teacher=teacher)["distill_heatmap"])  # noqa: E731
+    assert hm(same) < 1e-9 < hm(student)
+    opt = torch.optim.Adam(student.parameters(), lr=1e-3)
+    before = hm(student)
+    for _ in range(20):                         # the distillation term alone (BN statistics held: eval mode)
+        opt.zero_grad()
+        forward_and_loss(student.eval(), recipe, codec, x, pts, teacher=teacher)["distill"].backward()
+        opt.step()
+    assert hm(student) < 0.5 * before
+    other = replace(recipe, model=replace(recipe.model, input_px=128))
+    with pytest.raises(SettingsError, match="geometry"):
+        load_teacher(other, torch.device("cpu"))
