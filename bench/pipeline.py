@@ -62,14 +62,19 @@ def one_run(source: str, landmarker: str, max_frames: int, realtime: bool) -> di
     return s
 
 
-def _subprocess(source: str, landmarker: str, frames: int, realtime: bool) -> dict:
-    code = ("import json; from bench.pipeline import one_run; "
-            f"print('RESULT' + json.dumps(one_run({source!r}, {landmarker!r}, {frames}, {realtime})))")
+def _in_fresh_process(call: str) -> dict:
+    """`call` (a function of this module with its arguments, as code) run in a new process: clean
+    peak RSS and no state shared between configurations -> its JSON result."""
+    code = f"import json; from bench import pipeline; print('RESULT' + json.dumps(pipeline.{call}))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=3600)
     line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT")), None)
     if line is None:
         raise RuntimeError(f"benchmark run failed: {r.stderr[-500:]}")
     return json.loads(line[6:])
+
+
+def _subprocess(source: str, landmarker: str, frames: int, realtime: bool) -> dict:
+    return _in_fresh_process(f"one_run({source!r}, {landmarker!r}, {frames}, {realtime})")
 
 
 def _ms(fn, reps: int) -> float:
@@ -150,16 +155,6 @@ def _costs_table(costs: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _subprocess_costs(landmarker: str, weights: str | None) -> str:
-    code = ("import json; from bench.pipeline import stage_costs; "
-            f"print('RESULT' + json.dumps(stage_costs({landmarker!r}, {weights!r})))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=3600)
-    line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT")), None)
-    if line is None:
-        raise RuntimeError(f"stage costs failed: {r.stderr[-500:]}")
-    return line[6:]
-
-
 def run_pipeline_bench(out_dir: Path, minutes: float = 5.0, frames: int = 150) -> str:
     tmp = Path(tempfile.mkdtemp(prefix="hihtrack-bench-"))
     videos = {"640x480": tmp / "v640.mp4", "1280x720": tmp / "v1280.mp4"}
@@ -178,7 +173,7 @@ def run_pipeline_bench(out_dir: Path, minutes: float = 5.0, frames: int = 150) -
         n = int(minutes * 60 * 30)
         for lm in ("hih", "mediapipe"):
             soak[lm] = _subprocess("demo", lm, n, True)
-    costs = {name: json.loads(_subprocess_costs(lm, w)) for name, lm, w in
+    costs = {name: _in_fresh_process(f"stage_costs({lm!r}, {w!r})") for name, lm, w in
              (("hih small", "hih", "small"), ("hih fast", "hih", "fast"), ("mediapipe", "mediapipe", None))}
     result = {"rows": rows, "paced": {k: {kk: vv for kk, vv in v.items()} for k, v in soak.items()}, "minutes": minutes,
               "stage_costs": costs}
