@@ -51,8 +51,8 @@ class TrackSettings:
     ui: Literal["auto", "opencv", "gradio", "none"] = setting("auto", help="a window (auto: when there is a display), "
                                                               "the web page, or headless")
     landmarker: Literal["hih", "mediapipe"] = setting("hih", help="our network, or MediaPipe Face Mesh as a baseline")
-    weights: str | None = setting(None, help="HIH weights: small | fast | a file; null = small, but fast for the web "
-                                  "page on a CPU (1.8x cheaper for 0.12 NME more)")
+    weights: str | None = setting(None, help="HIH weights: fast | small | a file; null = fast (as accurate as small "
+                                  "on 300-W at 0.6x its cost)")
     device: str = setting("auto", help="auto | cpu | cuda | cuda:N (auto: a CUDA GPU if there is one)")
     precision: Literal["fp32", "fp16", "bf16"] = setting("fp32", help="GPU precision")
     threads: int = setting(0, 0, MAX_THREADS, help="CPU inference threads; 0 = all cores but one")
@@ -132,12 +132,11 @@ def defaults_yaml(cls=TrackSettings, indent: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def resolve_auto(settings: TrackSettings, web_page: bool = False) -> tuple[TrackSettings, dict[str, str]]:
+def resolve_auto(settings: TrackSettings) -> tuple[TrackSettings, dict[str, str]]:
     """Every automatic choice made in one place: the settings with device, threads, crop_views and
     weights concrete (for the HIH landmarker), and {key: "value (why)"} for what was chosen, to print
-    once and to keep in recordings. `web_page`: the page on a CPU tracks with the fast weights (a
-    live page is judged by its rate and delay; bench/RESULTS.md, Web app)."""
-    from models.engine import auto_threads, auto_views, resolve_device
+    once and to keep in recordings."""
+    from models.engine import DEFAULT_WEIGHTS, SHIPPED_WEIGHTS, auto_threads, auto_views, resolve_device
     if settings.landmarker != "hih":
         return settings, {}
     chosen, why = {}, {}
@@ -151,9 +150,8 @@ def resolve_auto(settings: TrackSettings, web_page: bool = False) -> tuple[Track
         chosen["crop_views"] = auto_views(device)
         why["crop_views"] = "2 on a GPU" if device != "cpu" else "1 on a CPU"
     if settings.weights is None:
-        fast = web_page and device == "cpu"
-        chosen["weights"] = "fast" if fast else "small"
-        why["weights"] = "the web page on a CPU; --weights small for the default ones" if fast else "the default"
+        chosen["weights"] = next(name for name, path in SHIPPED_WEIGHTS.items() if path == DEFAULT_WEIGHTS)
+        why["weights"] = "the default"
     return dataclasses.replace(settings, **chosen), {k: f"{chosen[k]} ({why[k]})" for k in chosen}
 
 

@@ -192,7 +192,7 @@ def test_shipped_weights_by_name():
     """--weights small|fast name the shipped files; the fast ones find the same face as the default
     ones on a real photo, a few pixels apart at most."""
     from models.engine import SHIPPED_WEIGHTS, weights_path
-    assert weights_path(None) == SHIPPED_WEIGHTS["small"] and weights_path("fast") == SHIPPED_WEIGHTS["fast"]
+    assert weights_path(None) == SHIPPED_WEIGHTS["fast"] and weights_path("small") == SHIPPED_WEIGHTS["small"]
     assert weights_path("runs/x/best.pt").name == "best.pt"
     photo = DemoSource(frames=1).render(0)
     small = FaceTracker(weights="small", ui="none").process(photo).faces
@@ -202,20 +202,16 @@ def test_shipped_weights_by_name():
     assert np.median(gap_px) < 0.05 * small[0].box.side_px, np.median(gap_px)
 
 
-def test_web_page_tracks_with_the_fast_weights_on_a_cpu_unless_told():
-    from hihtrack import resolve_auto
-    assert resolve_auto(load_settings(device="cpu"), web_page=True)[0].weights == "fast"
-    assert resolve_auto(load_settings(device="cpu"))[0].weights == "small"
-    assert resolve_auto(load_settings(device="cpu", weights="small"), web_page=True)[0].weights == "small"
-    assert resolve_auto(load_settings(device="cpu", landmarker="mediapipe"), web_page=True)[0].weights is None
-
-
 def test_automatic_choices_are_made_once_said_and_recorded(tmp_path):
     """Every "auto" is concrete after FaceTracker's one resolution step: the CLI prints the choices in one
     line and the recording's metadata keeps the values it was made with."""
     import json
-    settings, choices = __import__("hihtrack").resolve_auto(load_settings(device="auto", threads=0, crop_views=0))
-    assert settings.device == "cpu" and settings.threads >= 1 and settings.crop_views == 1 and settings.weights == "small"
+
+    from hihtrack import resolve_auto
+    settings, choices = resolve_auto(load_settings(device="auto", threads=0, crop_views=0))
+    assert resolve_auto(load_settings(device="cpu", weights="small"))[0].weights == "small"
+    assert resolve_auto(load_settings(device="cpu", landmarker="mediapipe"))[0].weights is None
+    assert settings.device == "cpu" and settings.threads >= 1 and settings.crop_views == 1 and settings.weights == "fast"
     assert set(choices) == {"device", "threads", "crop_views", "weights"} and "no CUDA GPU" in choices["device"]
     rec = tmp_path / "t.csv"
     r = subprocess.run([sys.executable, str(ROOT / "run.py"), "track", "--source", "demo", "--ui", "none", "--max-frames", "3",
@@ -224,4 +220,4 @@ def test_automatic_choices_are_made_once_said_and_recorded(tmp_path):
     said = [line for line in r.stderr.splitlines() if line.startswith("chosen automatically")]
     assert len(said) == 1 and "crop_views 1 (1 on a CPU)" in said[0], r.stderr
     meta = json.loads(Path(str(rec) + ".meta.json").read_text())
-    assert meta["settings"]["crop_views"] == 1 and meta["settings"]["device"] == "cpu" and meta["settings"]["weights"] == "small"
+    assert meta["settings"]["crop_views"] == 1 and meta["settings"]["device"] == "cpu" and meta["settings"]["weights"] == "fast"

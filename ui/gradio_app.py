@@ -227,7 +227,7 @@ class Sweeper:
 
 def serve(settings: TrackSettings) -> None:
     """Run the web app until Ctrl-C / SIGTERM; sessions, peer connections and files go with it."""
-    page, choices = resolve_auto(settings, web_page=True)
+    page, choices = resolve_auto(settings)
     if choices:
         print(f"the web page: {describe_choices(choices)}", file=sys.stderr)
     settings, web = page, page.gradio
