@@ -62,7 +62,8 @@ def test_webrtc_live_tab_streams_tracked_frames(app, browser):
     browser.save_screenshot(str(ARTIFACTS / "web_webrtc.png"))
     print(f"WebRTC: browser decoded {f1 - f0} frames in {t1 - t0:.1f} s = {fps:.1f} fps; page stats: {stats}; "
           f"server threads {threads_before} -> {_server_threads(app['proc'])}")
-    assert "faces 1" in stats
+    # one face: a second track that a detection starts on the same face for a moment is merged soon
+    wait(lambda: "faces 1" in browser.find_element("css selector", "#stats").text, timeout=10, what="one tracked face")
     assert f1 - f0 > 10, (f0, f1)                        # frames keep flowing
     # the live tab's other controls reach the WebRTC session: calibration, recording with download
     click(browser, "#calibrate")
@@ -130,7 +131,7 @@ def test_live_webcam_returns_annotated_frames(app, browser):
     print(f"browser saw {n} output frames in {secs:.1f} s = {n / secs:.1f} fps; page stats: {stats}")
     fps = float(stats.split("fps")[0].strip(" *"))
     assert fps > 0 and n / secs > 2
-    assert "faces 1" in stats
+    wait(lambda: "faces 1" in browser.find_element("css selector", "#stats").text, timeout=10, what="one tracked face")
     # disk stays bounded: the cache sweep (every 5 s, files older than 5 s) keeps the folder small
     files = [p for p in app["cache"].rglob("*") if p.is_file()]
     assert len(files) < 0.8 * n + 50, (len(files), n)
