@@ -21,7 +21,7 @@ import time
 import typing
 from pathlib import Path
 
-from models.schema import UserError, WeightsError, check_value
+from models.schema import UserError, WeightsError, check_value, field_default
 
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")      # no V4L probing noise on machines without cameras
 os.environ.setdefault("GLOG_minloglevel", "2")          # mediapipe's C++ logging
@@ -58,12 +58,22 @@ def track_flags() -> dict[str, tuple[str, dataclasses.Field, object]]:
     return out
 
 
+def _flag(dest: str) -> str:
+    return f"--{dest.replace('_', '-')}"
+
+
+def _described(f: dataclasses.Field, hint, sep: str) -> str:
+    """A setting's help, with its choices (a Literal's values, joined by `sep`) when the help does not list them."""
+    choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else ()
+    text = f.metadata.get("help", "")
+    return text + (f" ({sep.join(map(str, choices))})" if choices and "|" not in text else "")
+
+
 def _add_setting_flag(parser: argparse.ArgumentParser, dest: str, f: dataclasses.Field, hint) -> None:
     """One flag for one setting: its help and default come from the field, its value is checked by
     the settings schema (so a flag and a config key get the same one-line errors)."""
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     args = typing.get_args(hint)
-    kwargs: dict = {"dest": dest, "help": f"{f.metadata.get('help', '')} (default: {default})"}
+    kwargs: dict = {"dest": dest, "help": f"{_described(f, hint, ' | ')} (default: {field_default(f)})"}
     if hint is bool:
         kwargs.update(action="store_true", default=None)
     elif typing.get_origin(hint) is list:
@@ -72,21 +82,16 @@ def _add_setting_flag(parser: argparse.ArgumentParser, dest: str, f: dataclasses
         kwargs.update(type=_whole_number)
     elif hint is float:
         kwargs.update(type=float)
-    if typing.get_origin(hint) is typing.Literal and "|" not in kwargs["help"]:
-        kwargs["help"] = f"{' | '.join(map(str, args))}: {kwargs['help']}"
-    parser.add_argument(f"--{dest.replace('_', '-')}", **kwargs)
+    parser.add_argument(_flag(dest), **kwargs)
 
 
 def flags_markdown() -> str:
     """The README's table of track flags, generated from the settings (a test keeps the README's copy equal)."""
     rows = ["| flag | default | what it does |", "|---|---|---|"]
     for dest, (_, f, hint) in track_flags().items():
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = field_default(f)
         shown = "off" if default is False else "—" if default in (None, []) else f"`{default}`"
-        choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else ()
-        what = f.metadata.get("help", "")
-        what += f" ({' · '.join(map(str, choices))})" if choices and "|" not in what else ""
-        rows.append(f"| `--{dest.replace('_', '-')}` | {shown} | {what.replace('|', '·')} |")
+        rows.append(f"| `{_flag(dest)}` | {shown} | {_described(f, hint, ' · ').replace('|', '·')} |")
     return "\n".join(rows) + "\n"
 
 
@@ -104,7 +109,7 @@ def track_settings(args: argparse.Namespace):
     flags = track_flags()
     given = {dest: v for dest, v in vars(args).items() if dest in flags and v is not None}
     for dest, value in given.items():
-        check_value(TrackSettings, flags[dest][0], value, f"--{dest.replace('_', '-')}")
+        check_value(TrackSettings, flags[dest][0], value, _flag(dest))
     return load_settings(args.config, **{flags[dest][0]: v for dest, v in given.items()})
 
 

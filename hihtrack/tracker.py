@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
+import typing
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Literal
@@ -36,7 +37,7 @@ from stream.sources import PushSource, Source, SourceError, _to_bgr, default_sou
 from stream.tracking import Tracker
 
 RunningMode = Literal["image", "video", "live"]
-RUNNING_MODES: tuple[str, ...] = ("image", "video", "live")
+RUNNING_MODES: tuple[str, ...] = typing.get_args(RunningMode)
 
 _SHARED: dict[tuple, object] = {}
 _SHARED_LOCK = threading.Lock()
@@ -127,8 +128,8 @@ class FaceTracker:
         self._sync_index = 0
         self._calibrate_next = False                     # calibrate() before a processor exists
         self._smoothing_enabled = True
-        self._live: tuple[PushSource, threading.Thread] | None = None
-        self._next_live: PushSource | None = None        # made before the first frame (a recording may name it)
+        self._live_source: PushSource | None = None      # made on first use (a recording may name it first)
+        self._live_thread: threading.Thread | None = None
 
     # ---- assembly ---------------------------------------------------------------------------
     def pipeline_config(self) -> PipelineConfig:
@@ -260,26 +261,22 @@ class FaceTracker:
         the stream, `stop_live()` (or close) ends it."""
         if self.running_mode != "live":
             raise InputError(f"process_async() is for running_mode='live'; this tracker runs in {self.running_mode} mode")
-        if self._live is None:
-            source = self.live_source
-            thread = threading.Thread(target=self._run_live, args=(source,), name="hihtrack-live", daemon=True)
-            self._live = (source, thread)
-            thread.start()
+        if self._live_thread is None:
+            self._live_thread = threading.Thread(target=self._run_live, args=(self.live_source,), name="hihtrack-live",
+                                                 daemon=True)
+            self._live_thread.start()
         if not callable(image_bgr):
             image_bgr = _checked_image(image_bgr)
-        self._live[0].push(image_bgr, timestamp_s)
+        self.live_source.push(image_bgr, timestamp_s)
 
     @property
     def live_source(self) -> PushSource:
         """The source process_async feeds (what recordings of the live stream name as their source)."""
-        if self._live is not None:
-            return self._live[0]
-        if self._next_live is None:
-            self._next_live = PushSource("frames handed to process_async")
-        return self._next_live
+        if self._live_source is None:
+            self._live_source = PushSource("frames handed to process_async")
+        return self._live_source
 
     def _run_live(self, source: PushSource) -> None:
-        self._next_live = None
         try:
             self.run(source, on_frame=lambda frame: self.result_callback(frame))
         except SourceError:
@@ -287,11 +284,10 @@ class FaceTracker:
 
     def stop_live(self) -> None:
         """End the live stream (a frame still waiting is dropped); the next process_async starts a new one."""
-        if self._live is not None:
-            source, thread = self._live
-            self._live = None
-            source.close()
-            thread.join(timeout=10)
+        if self._live_thread is not None:
+            self._live_source.close()
+            self._live_thread.join(timeout=10)
+            self._live_source = self._live_thread = None
 
     # ---- live controls and readouts ------------------------------------------------------------
     @property

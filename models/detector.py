@@ -134,17 +134,20 @@ def find_faces(detector, image_bgr: np.ndarray, tile_grid: int = STILL_TILES) ->
     return merge_boxes(tile_boxes, keep=whole)   # whole-image boxes win
 
 
-def inside(a: np.ndarray, b: np.ndarray) -> float:
-    """The fraction of xyxy box a that lies inside xyxy box b."""
+def _intersection(a: np.ndarray, b: np.ndarray) -> float:
+    """Area shared by two xyxy boxes."""
     x0, y0 = np.maximum(a[:2], b[:2])
     x1, y1 = np.minimum(a[2:], b[2:])
-    return max(0.0, x1 - x0) * max(0.0, y1 - y0) / max((a[2] - a[0]) * (a[3] - a[1]), 1e-9)
+    return max(0.0, x1 - x0) * max(0.0, y1 - y0)
+
+
+def inside(a: np.ndarray, b: np.ndarray) -> float:
+    """The fraction of xyxy box a that lies inside xyxy box b."""
+    return _intersection(a, b) / max((a[2] - a[0]) * (a[3] - a[1]), 1e-9)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
-    x0, y0 = np.maximum(a[:2], b[:2])
-    x1, y1 = np.minimum(a[2:], b[2:])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    inter = _intersection(a, b)
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return float(inter / union) if union > 0 else 0.0
 

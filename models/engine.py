@@ -23,7 +23,8 @@ from models.schemes import scheme_for
 _WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 # the shipped weights by name (--weights small|fast|PATH); see models/weights/MODEL_CARD.md
 SHIPPED_WEIGHTS = {"small": _WEIGHTS_DIR / "hih_small_300w.pt", "fast": _WEIGHTS_DIR / "hih_fast_300w.pt"}
-DEFAULT_WEIGHTS = SHIPPED_WEIGHTS["fast"]    # as accurate as small on 300-W at 0.6x its cost (MODEL_CARD.md)
+DEFAULT_WEIGHTS_NAME = "fast"      # as accurate as small on 300-W at 0.6x its cost (MODEL_CARD.md)
+DEFAULT_WEIGHTS = SHIPPED_WEIGHTS[DEFAULT_WEIGHTS_NAME]
 BACKENDS = ("onnxruntime", "torch")
 
 
@@ -85,8 +86,7 @@ class OnnxRunner:
     def __call__(self, crops_u8: np.ndarray) -> np.ndarray:
         return self.graph(crops_u8)
 
-    def submit(self, crops_u8: np.ndarray) -> np.ndarray:
-        return self.graph(crops_u8)
+    submit = __call__
 
     @staticmethod
     def collect(result: np.ndarray) -> np.ndarray:

@@ -42,6 +42,11 @@ def setting(default=dataclasses.MISSING, lo=None, hi=None, *, help: str = "", fa
     return dataclasses.field(default=default, metadata=meta)
 
 
+def field_default(f: dataclasses.Field):
+    """A dataclass field's default value (made by its factory for lists and sections)."""
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
 def nearest(key: str, known) -> str:
     """' (did you mean X?)' for a typo, or the list of known keys."""
     close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)

@@ -114,9 +114,7 @@ class TorchRunner:
         """(B,S,S,3) uint8 crops (host array, or a tensor on the device) -> (B,K,3) host array."""
         if isinstance(crops_u8, torch.Tensor):
             return self.forward(crops_u8).cpu().numpy()
-        if self._slots:
-            return self.collect(self.submit(crops_u8))
-        return self.forward(torch.from_numpy(np.ascontiguousarray(crops_u8))).numpy()
+        return self.collect(self.submit(crops_u8))
 
     def crops_on_device(self, image_bgr: np.ndarray, matrices: np.ndarray) -> torch.Tensor:
         """The crops made where the network runs: the frame is uploaded once and all its faces are

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from models.schema import SettingsError, deep_merge, dotted, from_mapping, read_yaml, setting
+from models.schema import SettingsError, deep_merge, dotted, field_default, from_mapping, read_yaml, setting
 from stream.smoothing import KalmanConfig, OneEuroConfig, ShapeConfig
 from stream.tracking import TrackingConfig
 
@@ -125,7 +125,7 @@ def defaults_yaml(cls=TrackSettings, indent: str = "") -> str:
             lines.append(f"{indent}{f.name}:{note}")
             lines.append(defaults_yaml(hints[f.name], indent + "  ").rstrip("\n"))
             continue
-        value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        value = field_default(f)
         value = list(value) if isinstance(value, tuple) else value
         text = yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("\n...").strip()
         lines.append(f"{indent}{f.name}: {text}{note}")
@@ -136,7 +136,7 @@ def resolve_auto(settings: TrackSettings) -> tuple[TrackSettings, dict[str, str]
     """Every automatic choice made in one place: the settings with device, threads, crop_views and
     weights concrete (for the HIH landmarker), and {key: "value (why)"} for what was chosen, to print
     once and to keep in recordings."""
-    from models.engine import DEFAULT_WEIGHTS, SHIPPED_WEIGHTS, auto_threads, auto_views, resolve_device
+    from models.engine import DEFAULT_WEIGHTS_NAME, auto_threads, auto_views, resolve_device
     if settings.landmarker != "hih":
         return settings, {}
     chosen, why = {}, {}
@@ -150,7 +150,7 @@ def resolve_auto(settings: TrackSettings) -> tuple[TrackSettings, dict[str, str]
         chosen["crop_views"] = auto_views(device)
         why["crop_views"] = "2 on a GPU" if device != "cpu" else "1 on a CPU"
     if settings.weights is None:
-        chosen["weights"] = next(name for name, path in SHIPPED_WEIGHTS.items() if path == DEFAULT_WEIGHTS)
+        chosen["weights"] = DEFAULT_WEIGHTS_NAME
         why["weights"] = "the default"
     return dataclasses.replace(settings, **chosen), {k: f"{chosen[k]} ({why[k]})" for k in chosen}
 
