@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import signal
 import sys
@@ -345,8 +346,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     state = train(recipe, args.data, Path(args.out), args.device, Path(args.resume) if args.resume else None,
                   Path(args.cache) if args.cache else None, init=Path(args.init) if args.init else None)
-    print(f"done: {state['epoch']} epochs, {state['step']} steps, {state['elapsed_s'] / 60:.1f} min, "
-          f"best val NME {state['best_nme']:.2f}; weights in {args.out}/best.pt")
+    done = f"done: {state['epoch']} epochs, {state['step']} steps, {state['elapsed_s'] / 60:.1f} min, "
+    if math.isinf(state["best_nme"]):
+        print(done + f"no checkpoint held the real-face guardrail (optim.real_val_tolerance); the final weights are in {args.out}/last.pt")
+    else:
+        print(done + f"best val NME {state['best_nme']:.2f}; weights in {args.out}/best.pt")
     return 0
 
 

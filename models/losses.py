@@ -20,9 +20,12 @@ class LossConfig:
     consistency_weight: float = 0.0
     # knowledge distillation: a trained teacher (a hihtrack checkpoint of the same heatmap geometry) is
     # a second target, its integer heatmap and its decimal distribution at the student's cells, weighted
-    # like the ground truth's terms; distill_weight 0 = off
+    # like the ground truth's terms; distill_weight 0 = off. distill_on "real": only on the real faces of
+    # a synthetic mix, so a teacher that is right on near-frontal faces holds them there (learning
+    # without forgetting) and says nothing about the poses it never saw
     teacher: str = ""
     distill_weight: float = 0.0
+    distill_on: Literal["all", "real"] = "all"
 
 
 def heatmap_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -48,6 +48,9 @@ class OptimConfig:
     seed: int = 0
     roi_cell: Literal["predicted", "gt"] = "predicted"    # which integer cell the ROI decimal head learns to refine
     grad_clip: float = setting(0.0, 0.0)        # > 0: clip the gradient norm (fine-tuning with the consistency loss)
+    real_val_tolerance: float = setting(0.0, 0.0)  # > 0 with a synthetic mix: the best checkpoint is the lowest
+                                   # validation NME among those whose real-face validation NME is at most this
+                                   # above the starting weights' (the near-frontal guardrail, NME %)
 
 
 @dataclass
@@ -96,13 +99,14 @@ def _ddp() -> tuple[int, int]:
 
 
 def forward_and_loss(model, recipe: Recipe, codec: HIHCodec, x, pts, a_to_b: torch.Tensor | None = None,
-                     teacher: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
+                     teacher: torch.nn.Module | None = None, real: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """One training forward: the decimal target refers to the cell the decimal map refines.
 
     a_to_b: when given, x and pts hold two views (first half a, second half b) of the same faces and
     (B,2,3) maps view-a input px to view-b input px; the consistency term compares their decodes.
     teacher: when given, its last integer heatmap and its decimal distribution at the student's cells
-    are a second target (loss.distill_weight).
+    are a second target (loss.distill_weight), on the faces where real (B,) is True when
+    loss.distill_on is "real".
     """
     use_gt_cell = recipe.model.decimal_head == "global" or recipe.optim.roi_cell == "gt"
     if use_gt_cell:
@@ -117,7 +121,11 @@ def forward_and_loss(model, recipe: Recipe, codec: HIHCodec, x, pts, a_to_b: tor
         da, db = decoded.chunk(2)
         parts["consistency"] = consistency_loss(D.crop.transform_points(a_to_b.to(da.device), da), db, codec.stride)
         parts["loss"] = parts["loss"] + recipe.loss.consistency_weight * parts["consistency"]
-    if teacher is not None:
+    taught_rows = real if recipe.loss.distill_on == "real" and real is not None else None
+    if teacher is not None and (taught_rows is None or taught_rows.any()):
+        if taught_rows is not None:
+            x = x[taught_rows]
+            out = {k: out[k][taught_rows] for k in ("heatmaps", "decimal", "peak_cells")}
         with torch.no_grad():
             t = teacher(x, out["peak_cells"])
         taught = hih_loss(out, {"heatmap": t["heatmaps"][:, -1].float(), "decimal": t["decimal"].float().flatten(2).softmax(-1)
@@ -148,7 +156,8 @@ def load_teacher(recipe: Recipe, device) -> torch.nn.Module | None:
 
 
 def training_batch(tr: D.FaceCache, idx: torch.Tensor, recipe: Recipe, gen: torch.Generator, dev) -> tuple:
-    """(x, pts, a_to_b): one augmented view per face, or two (stacked) when the consistency loss is on."""
+    """(x, pts, a_to_b): one augmented view per face, or two (stacked, so rows i and B+i are face i)
+    when the consistency loss is on."""
     if recipe.loss.consistency_weight <= 0:
         x, pts, _ = D.make_batch(tr, idx, recipe.model.input_px, recipe.augment, gen, dev)
         return x, pts, None
@@ -181,6 +190,12 @@ def evaluate_cache(model, cache: D.FaceCache, recipe: Recipe, device, decodes=DE
     gt = cache.landmarks.numpy()
     ocular = scheme_for(gt.shape[1]).ocular
     return {d: summarize(nme_per_face(p, gt, ocular)) for d, p in preds.items()}
+
+
+def real_face_nme(model, val: D.FaceCache, n_real: int, recipe: Recipe, device) -> float:
+    """HIH-decode NME % over the first n_real validation faces (the real ones of a synthetic mix)."""
+    real = D.FaceCache(val.images[:n_real], val.landmarks[:n_real], [])
+    return evaluate_cache(model, real, recipe, device, ("hih",))["hih"]["nme"]
 
 
 def _mix_synthetic(tr: D.FaceCache, val: D.FaceCache, folder: Path, val_sources: torch.Tensor) -> tuple[D.FaceCache, D.FaceCache]:
@@ -268,7 +283,7 @@ def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = 
 
     model = build_network(recipe.model).to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
-    state = {"epoch": 0, "step": 0, "best_nme": float("inf"), "elapsed_s": 0.0}
+    state = {"epoch": 0, "step": 0, "best_nme": float("inf"), "elapsed_s": 0.0, "start_real_nme": float("inf")}
     if init is not None and resume is None:
         load_into(model, _init_state(init, recipe.model), str(init))
     if resumed is not None:
@@ -278,6 +293,12 @@ def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = 
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     codec = recipe.hih_codec()
     teacher = load_teacher(recipe, dev)
+    n_val_real = min(n_val, len(val)) if recipe.data.synth else 0
+    guarded = o.real_val_tolerance > 0 and n_val_real > 0
+    if guarded and resumed is None:
+        state["start_real_nme"] = real_face_nme(model, val, n_val_real, recipe, dev)
+        log(f"starting weights: real-face validation NME {state['start_real_nme']:.2f}; checkpoints above "
+            f"{state['start_real_nme'] + o.real_val_tolerance:.2f} are not taken as best")
 
     steps_per_epoch = max(1, len(tr) // (o.batch_size * world))
     total_steps = steps_per_epoch * o.epochs
@@ -288,7 +309,7 @@ def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = 
     writer = csv.writer(logf)
     if new_log:
         writer.writerow(["epoch", "step", "elapsed_s", "lr", "loss", "heatmap", "decimal"]
-                        + [f"val_{d}" for d in DECODES])
+                        + [f"val_{d}" for d in DECODES] + (["val_real_hih"] if n_val_real else []))
     t0 = time.perf_counter() - state["elapsed_s"]
     amp = dev.type == "cuda"
     losses = []
@@ -312,9 +333,10 @@ def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = 
             for g in opt.param_groups:
                 g["lr"] = lr
             x, pts, a_to_b = training_batch(tr, idx, recipe, gen, dev)
+            real = (idx < n_real).repeat(len(x) // len(idx)).to(dev)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
                 parts = forward_and_loss(net, recipe, codec, x.contiguous(memory_format=torch.channels_last), pts, a_to_b,
-                                         teacher)
+                                         teacher, real)
             opt.zero_grad(set_to_none=True)
             parts["loss"].backward()
             if o.grad_clip > 0:
@@ -334,18 +356,22 @@ def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = 
             done = True
         if rank == 0 and (done or state["epoch"] % o.eval_every_epochs == 0):
             res = evaluate_cache(model, val, recipe, dev)
+            real_nme = real_face_nme(model, val, n_val_real, recipe, dev) if n_val_real else None
             mean_losses = np.mean(losses, 0)[:3] if losses else [float("nan")] * 3
             losses.clear()
             writer.writerow([state["epoch"], state["step"], round(state["elapsed_s"], 1), f"{lr:.3e}",
-                             *[f"{v:.6f}" for v in mean_losses], *[f"{res[d]['nme']:.3f}" for d in DECODES]])
+                             *[f"{v:.6f}" for v in mean_losses], *[f"{res[d]['nme']:.3f}" for d in DECODES]]
+                            + ([f"{real_nme:.3f}"] if real_nme is not None else []))
             logf.flush()
             best_decode = min(res, key=lambda d: res[d]["nme"])
             log(f"\nepoch {state['epoch']} ({state['elapsed_s'] / 60:.1f} min) val NME "
-                + " ".join(f"{d} {res[d]['nme']:.2f}" for d in DECODES))
+                + " ".join(f"{d} {res[d]['nme']:.2f}" for d in DECODES)
+                + (f"; real faces {real_nme:.2f}" if real_nme is not None else ""))
             ck = {"state_dict": model.state_dict(), "optimizer": opt.state_dict(), "recipe": recipe.to_dict(),
                   "decode": best_decode, **state}
             save_checkpoint(ck, out_dir / "last.pt")
-            if res[best_decode]["nme"] < state["best_nme"]:
+            allowed = not guarded or real_nme <= state["start_real_nme"] + o.real_val_tolerance
+            if allowed and res[best_decode]["nme"] < state["best_nme"]:
                 state["best_nme"] = ck["best_nme"] = res[best_decode]["nme"]
                 save_checkpoint({k: v for k, v in ck.items() if k != "optimizer"}, out_dir / "best.pt")
     logf.close()

@@ -220,3 +220,64 @@ def test_distillation_pulls_the_student_towards_the_teacher(tmp_path):
     other = replace(recipe, model=replace(recipe.model, input_px=128))
     with pytest.raises(SettingsError, match="geometry"):
         load_teacher(other, torch.device("cpu"))
+
+
+def test_distillation_on_real_faces_only_leaves_the_synthetic_ones_out(tmp_path):
+    """loss.distill_on "real": the distillation term is the one of the real rows alone, and a batch
+    without real faces has none."""
+    from models.network import build_network
+    from models.train import forward_and_loss, load_teacher
+    from models.weights import save_checkpoint
+    torch.manual_seed(0)
+    recipe = Recipe.from_dict(TINY)
+    save_checkpoint({"state_dict": build_network(recipe.model).state_dict(), "recipe": recipe.to_dict()}, tmp_path / "t.pt")
+    recipe = Recipe.from_dict({**TINY, "loss": {"teacher": str(tmp_path / "t.pt"), "distill_weight": 1.0, "distill_on": "real"}})
+    teacher, codec = load_teacher(recipe, torch.device("cpu")), recipe.hih_codec()
+    student = build_network(recipe.model).eval()
+    x, pts = torch.randn(4, 3, 64, 64), torch.rand(4, 68, 2) * 60
+    real = torch.tensor([True, False, True, False])
+    mixed = forward_and_loss(student, recipe, codec, x, pts, teacher=teacher, real=real)["distill"]
+    alone = forward_and_loss(student, recipe, codec, x[real], pts[real], teacher=teacher)["distill"]
+    assert float(mixed) == pytest.approx(float(alone), rel=1e-5)
+    none = forward_and_loss(student, recipe, codec, x, pts, teacher=teacher, real=torch.zeros(4, dtype=torch.bool))
+    assert "distill" not in none
+
+
+@pytest.mark.slow
+def test_guarded_selection_keeps_only_checkpoints_within_the_real_face_tolerance(tiny_cache, tmp_path):
+    """optim.real_val_tolerance with a synthetic mix: the real validation faces are scored apart
+    (log column val_real_hih), and best.pt is never a checkpoint whose real-face NME rose more than
+    the tolerance above the starting weights'."""
+    import csv
+    import json
+    import shutil
+
+    from models.network import build_network
+    from models.train import real_face_nme
+    from models.weights import save_checkpoint
+    synth = tmp_path / "synth"
+    shutil.copytree(tiny_cache, synth)
+    meta = json.loads((synth / "meta.json").read_text())
+    (synth / "meta.json").write_text(json.dumps({**meta, "source_index": list(range(meta["count"]))}))
+    torch.manual_seed(0)
+    base = Recipe.from_dict(TINY)
+    save_checkpoint({"state_dict": build_network(base.model).state_dict(), "recipe": base.to_dict()}, tmp_path / "init.pt")
+    tol = 0.5
+    recipe = Recipe.from_dict({**TINY, "optim": {**TINY["optim"], "epochs": 12, "eval_every_epochs": 1, "real_val_tolerance": tol},
+                               "data": {"val_faces": 2, "synth": str(synth), "synth_share": 0.5}})
+    lines = []
+    state = train(recipe, None, tmp_path / "run", "cpu", cache_dir=tiny_cache, log=lines.append, init=tmp_path / "init.pt")
+    start = state["start_real_nme"]
+    assert any("real-face validation NME" in line for line in lines)
+    rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
+    assert len(rows) == 12 and all(r["val_real_hih"] for r in rows)
+    if (tmp_path / "run" / "best.pt").exists():
+        ck = load_checkpoint(tmp_path / "run" / "best.pt")
+        net = build_network(recipe.model)
+        net.load_state_dict(ck["state_dict"])
+        perm = torch.randperm(8, generator=torch.Generator().manual_seed(0))
+        full = D.load_cache(tiny_cache)
+        val = D.FaceCache(full.images[perm[:2]], full.landmarks[perm[:2]], [])
+        assert real_face_nme(net, val, 2, recipe, torch.device("cpu")) <= start + tol + 1e-6
+    allowed = [float(r["val_real_hih"]) <= start + tol for r in rows]
+    assert (tmp_path / "run" / "best.pt").exists() == any(allowed)
