@@ -185,11 +185,16 @@ def predict(model, cache: D.FaceCache, recipe: Recipe, device, decodes=DECODES, 
     return {d: np.concatenate(v) for d, v in res.items()}
 
 
-def evaluate_cache(model, cache: D.FaceCache, recipe: Recipe, device, decodes=DECODES) -> dict[str, dict]:
+def face_errors(model, cache: D.FaceCache, recipe: Recipe, device, decodes=DECODES) -> dict[str, np.ndarray]:
+    """Per-face NME (fraction of the ocular distance) for every decode: {decode: (N,)}."""
     preds = predict(model, cache, recipe, device, decodes)
     gt = cache.landmarks.numpy()
     ocular = scheme_for(gt.shape[1]).ocular
-    return {d: summarize(nme_per_face(p, gt, ocular)) for d, p in preds.items()}
+    return {d: nme_per_face(p, gt, ocular) for d, p in preds.items()}
+
+
+def evaluate_cache(model, cache: D.FaceCache, recipe: Recipe, device, decodes=DECODES) -> dict[str, dict]:
+    return {d: summarize(e) for d, e in face_errors(model, cache, recipe, device, decodes).items()}
 
 
 def real_face_nme(model, val: D.FaceCache, n_real: int, recipe: Recipe, device) -> float:
@@ -293,7 +298,7 @@ def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = 
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     codec = recipe.hih_codec()
     teacher = load_teacher(recipe, dev)
-    n_val_real = min(n_val, len(val)) if recipe.data.synth else 0
+    n_val_real = n_val if recipe.data.synth else 0
     guarded = o.real_val_tolerance > 0 and n_val_real > 0
     if guarded and resumed is None:
         state["start_real_nme"] = real_face_nme(model, val, n_val_real, recipe, dev)
@@ -355,8 +360,9 @@ def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = 
         if o.budget_s <= 0 and state["epoch"] >= o.epochs:
             done = True
         if rank == 0 and (done or state["epoch"] % o.eval_every_epochs == 0):
-            res = evaluate_cache(model, val, recipe, dev)
-            real_nme = real_face_nme(model, val, n_val_real, recipe, dev) if n_val_real else None
+            errors = face_errors(model, val, recipe, dev)          # one pass: the real faces are its first rows
+            res = {d: summarize(e) for d, e in errors.items()}
+            real_nme = summarize(errors["hih"][:n_val_real])["nme"] if n_val_real else None
             mean_losses = np.mean(losses, 0)[:3] if losses else [float("nan")] * 3
             losses.clear()
             writer.writerow([state["epoch"], state["step"], round(state["elapsed_s"], 1), f"{lr:.3e}",
