@@ -478,6 +478,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     elif args.what == "startup":
         from bench.startup import run_startup_bench
         print(run_startup_bench(out))
+    elif args.what == "models":
+        from bench.models import run_models_bench
+        print(run_models_bench(Path(args.data) if args.data else ROOT.parent / "shared/data", out, log=_notice))
     elif args.what == "speed":
         from bench.speed import run_speed
         print(run_speed(args.device, out, quick=args.quick))
@@ -564,9 +567,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=str(ROOT / "bench/results"))
     ev.set_defaults(func=cmd_eval)
 
-    b = sub.add_parser("bench", help="benchmarks: quantization | speed | jitter | pipeline | accuracy | extract | web "
-                                                "(tables, JSON and plots in bench/results)")
-    b.add_argument("what", choices=("quantization", "speed", "jitter", "pipeline", "accuracy", "extract", "web", "startup", "avatar"))
+    whats = ("quantization", "speed", "models", "jitter", "pipeline", "accuracy", "extract", "web", "startup", "avatar")
+    b = sub.add_parser("bench", help=f"benchmarks: {' | '.join(whats)} (tables, JSON and plots in bench/results)")
+    b.add_argument("what", choices=whats)
     b.add_argument("--clips", type=_bounded(1, 1000), default=6, help="extract: demo clips to extract")
     b.add_argument("--frames", type=_bounded(1, 100_000), default=150, help="extract: frames per clip")
     b.add_argument("--seconds", type=_bounded(5, 600), default=20,

@@ -348,6 +348,8 @@ class FaceTracker:
 
     def close(self) -> None:
         self.stop_live()
+        for work in self._workers():
+            work.tracker.wait()
         self.detector.close()
         if self._owns_landmarker:
             self.landmarker.close()

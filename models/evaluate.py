@@ -37,9 +37,11 @@ class PFLDLandmarker:
 
     name = "PFLD-GhostOne (98->68)"
 
-    def __init__(self, path: Path = PFLD_ONNX):
+    def __init__(self, path: Path = PFLD_ONNX, threads: int = 0):
         import onnxruntime as ort
-        self.sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads      # 0: onnxruntime's own choice
+        self.sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
     def __call__(self, image: np.ndarray, boxes: list[FaceBox]) -> list[LandmarkResult]:
         out = []

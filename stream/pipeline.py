@@ -331,6 +331,7 @@ class Pipeline:
         self.stop_event.set()
         for t in self._threads:
             t.join(timeout=5)
+        self.tracker.wait()
         self.source.close()
 
     def __enter__(self) -> "Pipeline":

@@ -41,6 +41,28 @@ class Track:
     landmarks_px: np.ndarray | None = None
 
 
+class _Detection:
+    """The detector run on a copy of one image in its own thread (the caller may draw on the original)."""
+
+    def __init__(self, detector, image: np.ndarray):
+        self._boxes: list[FaceBox] = []
+        self._error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(detector, image.copy()), name="detect", daemon=True)
+        self.thread.start()
+
+    def _run(self, detector, image: np.ndarray) -> None:
+        try:
+            self._boxes = detector(image)
+        except BaseException as e:  # noqa: BLE001 - raised in the tracking thread by result()
+            self._error = e
+
+    def result(self) -> list[FaceBox]:
+        self.thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._boxes
+
+
 @dataclass
 class Tracker:
     detector: object
@@ -50,27 +72,49 @@ class Tracker:
         self.tracks: dict[int, Track] = {}
         self._next_id = 0
         self._last_detect = -10 ** 9
+        self._pending: _Detection | None = None
         self._lock = threading.Lock()  # a UI thread may read the tracks while the landmark stage writes them
 
     def boxes(self, image: np.ndarray, index: int) -> tuple[list[int], list[FaceBox], set[int]]:
-        """(track ids, boxes, ids that are new this frame) for the landmarker."""
+        """(track ids, boxes, ids that are new this frame) for the landmarker.
+
+        With no face tracked the detector runs now, on this frame. With faces tracked, the periodic
+        look for new faces runs in the background on this frame while its landmarks are computed (the
+        detector and the landmark network then use both cores), and its faces join at the next frame:
+        always the next one, so a file is still tracked the same way every run."""
+        new = self._join(self._pending.result()) if self._pending is not None else set()
+        self._pending = None
+        with self._lock:
+            tracked = bool(self.tracks)
+        if not tracked:
+            self._last_detect = index
+            new |= self._join(self.detector(image))
+        elif index - self._last_detect >= self.cfg.detect_every:
+            self._last_detect = index
+            self._pending = _Detection(self.detector, image)
         with self._lock:
             tracks = dict(self.tracks)
-        new: set[int] = set()
-        if not tracks or index - self._last_detect >= self.cfg.detect_every:
-            self._last_detect = index
-            for det in self.detector(image):
-                if all(iou(det.xyxy(), t.box.xyxy()) < self.cfg.match_iou for t in tracks.values()):
-                    if len(tracks) >= self.cfg.max_faces:
-                        break
-                    tid = self._next_id
-                    self._next_id += 1
-                    tracks[tid] = Track(tid, det)
-                    new.add(tid)
-            with self._lock:
-                self.tracks.update({t: tracks[t] for t in new})
         ids = list(tracks)
         return ids, [tracks[i].box for i in ids], new
+
+    def _join(self, detections: list[FaceBox]) -> set[int]:
+        """Detections that overlap no track start tracks (up to max_faces) -> their ids."""
+        new: set[int] = set()
+        with self._lock:
+            for det in detections:
+                if len(self.tracks) >= self.cfg.max_faces:
+                    break
+                if all(iou(det.xyxy(), t.box.xyxy()) < self.cfg.match_iou for t in self.tracks.values()):
+                    tid = self._next_id
+                    self._next_id += 1
+                    self.tracks[tid] = Track(tid, det)
+                    new.add(tid)
+        return new
+
+    def wait(self) -> None:
+        """Let a background detection finish (before its detector is closed)."""
+        if self._pending is not None:
+            self._pending.thread.join()
 
     def detect_only(self, image: np.ndarray) -> tuple[list[int], list[FaceBox], set[int]]:
         """Stills: every face found gets a fresh id and nothing is carried to the next image."""
