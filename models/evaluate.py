@@ -101,7 +101,7 @@ DLIB_NAME = "dlib 68-point (its own HOG detector)"
 MEDIAPIPE_NAME = "MediaPipe Face Mesh (478->68)"
 PROTOCOLS = ("detector", "gt-box")
 # iBUG-68 parts reported apart: part of the jaw error on WFLW is its contour convention, not pose
-PARTS = {"inner": np.arange(17, 68), "jaw": np.arange(0, 17)}
+PARTS = {"inner": np.setdiff1d(np.arange(68), SCHEMES[68].jaw), "jaw": np.array(SCHEMES[68].jaw)}
 COMPETITORS = ("mediapipe", "pfld", "dlib")
 
 

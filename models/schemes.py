@@ -12,6 +12,7 @@ class Scheme:
     num_points: int
     flip: tuple[int, ...]        # index of each point's mirror partner (an involution)
     ocular: tuple[int, int]      # outer eye corners: the NME normaliser
+    jaw: tuple[int, ...] = ()    # the face contour (300-W and WFLW put it on the visible silhouette)
 
     def __post_init__(self):
         f = np.asarray(self.flip)
@@ -32,8 +33,8 @@ FLIP_98 = (_r(32, 0) + [46, 45, 44, 43, 42, 50, 49, 48, 47, 37, 36, 35, 34, 33, 
 FLIP_29 = (1, 0, 3, 2, 6, 7, 4, 5, 9, 8, 11, 10, 14, 15, 12, 13, 17, 16, 19, 18, 20, 21, 23, 22, 24, 25, 26, 27, 28)
 
 SCHEMES = {
-    68: Scheme("300w-68", 68, tuple(FLIP_68), (36, 45)),
-    98: Scheme("wflw-98", 98, tuple(FLIP_98), (60, 72)),
+    68: Scheme("300w-68", 68, tuple(FLIP_68), (36, 45), tuple(range(17))),
+    98: Scheme("wflw-98", 98, tuple(FLIP_98), (60, 72), tuple(range(33))),
     29: Scheme("cofw-29", 29, FLIP_29, (8, 9)),
 }
 

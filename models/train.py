@@ -115,7 +115,7 @@ def forward_and_loss(model, recipe: Recipe, codec: HIHCodec, x, pts, a_to_b: tor
     else:
         out = model(x)
     targets = codec.encode(pts, cells=out["peak_cells"])
-    parts = hih_loss(out, targets, recipe.loss)
+    parts = hih_loss(out, targets, recipe.loss, point_weights(recipe.loss, pts.shape[1], real))
     if a_to_b is not None:
         decoded, _ = codec.decode(out)            # differentiable through the decimal expectation
         da, db = decoded.chunk(2)
@@ -133,6 +133,19 @@ def forward_and_loss(model, recipe: Recipe, codec: HIHCodec, x, pts, a_to_b: tor
         parts["distill"], parts["distill_heatmap"] = taught["loss"], taught["heatmap"]
         parts["loss"] = parts["loss"] + recipe.loss.distill_weight * parts["distill"]
     return parts
+
+
+def point_weights(cfg: LossConfig, num_points: int, real: torch.Tensor | None) -> torch.Tensor | None:
+    """(B,K) loss weights: the jaw of the synthetic rows (real (B,) False) at loss.synth_jaw_weight,
+    or None when every point counts alike."""
+    jaw = list(scheme_for(num_points).jaw)
+    if cfg.synth_jaw_weight == 1.0 or real is None or not jaw:
+        return None
+    weights = torch.ones(len(real), num_points, device=real.device)
+    synthetic_jaw = (~real)[:, None] & torch.isin(torch.arange(num_points, device=real.device),
+                                                  torch.tensor(jaw, device=real.device))[None]
+    weights[synthetic_jaw] = cfg.synth_jaw_weight
+    return weights
 
 
 def load_teacher(recipe: Recipe, device) -> torch.nn.Module | None:

@@ -151,3 +151,27 @@ def test_wide_window_tolerates_a_peak_one_cell_off():
     assert torch.allclose(a, pts, atol=1e-3) and torch.allclose(b, pts, atol=1e-3)
     narrow = HIHCodec(INPUT, HM, D, decimal_decode="calibrated", window_cells=1.0)
     assert (_decode_with_cells(narrow, pts, neighbour) - pts).abs().max() > 0.09 * STRIDE
+
+
+def test_point_weights_count_the_synthetic_jaw_apart():
+    from models.train import point_weights
+    codec = HIHCodec(INPUT, HM, D)
+    pts = torch.rand(2, 68, 2) * (INPUT - 4) + 2
+    t = codec.encode(pts)
+    out = {"heatmaps": t["heatmap"][:, None] * 0.5, "decimal": torch.log(t["decimal"]) * 0.5}
+    real = torch.tensor([True, False])
+    for kind in ("official", "ce"):
+        cfg = LossConfig(decimal_loss=kind)
+        plain = hih_loss(out, t, cfg)["loss"]
+        assert torch.allclose(hih_loss(out, t, cfg, torch.ones(2, 68))["loss"], plain)      # ones = no weights
+    assert point_weights(LossConfig(), 68, real) is None                                   # weight 1: nothing to weigh
+    w = point_weights(LossConfig(synth_jaw_weight=0.0), 68, real)
+    assert (w[0] == 1).all() and (w[1, :17] == 0).all() and (w[1, 17:] == 1).all()
+    # with the synthetic jaw at 0, a wrong synthetic jaw costs nothing and a wrong real jaw does
+    cfg = LossConfig(synth_jaw_weight=0.0)
+    base = hih_loss(out, t, cfg, w)["loss"]
+    for row, changes in ((1, False), (0, True)):
+        bad = {k: v.clone() for k, v in out.items()}
+        bad["heatmaps"][row, :, :17] = 1.0
+        bad["decimal"][row, :17] = bad["decimal"][row, :17].roll(1, -1)
+        assert bool(hih_loss(bad, t, cfg, w)["loss"] > base) == changes
