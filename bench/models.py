@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import os
 import platform
-import time
 from datetime import date
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from bench.pipeline import median_ms
 from models.data import load_faces
 from models.detector import FaceBox
 from models.engine import SHIPPED_WEIGHTS, LandmarkEngine
@@ -27,27 +27,15 @@ from models.evaluate import MEDIAPIPE_NAME, PROTOCOLS, PFLDLandmarker, evaluate
 from models.schemes import to_68
 
 THREADS = (1, 2)
+REPS = 200
 SETS = {"300w": "300-W common", "wflw": "WFLW-206"}
 
 
-def _ms(fn, reps: int = 200) -> float:
-    """Median ms of `reps` calls after 10 warm-up calls."""
-    for _ in range(10):
-        fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return float(np.median(times))
-
-
 def _params_m(weights: Path) -> float:
-    import torch
-    state = torch.load(weights, map_location="cpu", weights_only=False)
-    state = state["state_dict"]
-    return sum(v.numel() for k, v in state.items() if hasattr(v, "numel") and "running" not in k
-               and "num_batches" not in k) / 1e6
+    from models.network import build_network, count_params
+    from models.train import Recipe
+    from models.weights import load_checkpoint
+    return count_params(build_network(Recipe.from_dict(load_checkpoint(weights)["recipe"]).model)) / 1e6
 
 
 def hih_costs(weights: Path, image: np.ndarray, box: FaceBox) -> dict[str, float]:
@@ -57,16 +45,16 @@ def hih_costs(weights: Path, image: np.ndarray, box: FaceBox) -> dict[str, float
         eng = LandmarkEngine(weights, "cpu", threads=threads, backend="onnxruntime")
         m = eng.crop_matrices(box.center_px[None], np.array([box.side_px]))
         crops = eng.crops(image, m)
-        out[f"network_{threads}t"] = _ms(lambda eng=eng, crops=crops: eng.runner(crops))
-        out[f"call_{threads}t"] = _ms(lambda eng=eng, m=m: eng.landmarks(image, m))
+        out[f"network_{threads}t"] = median_ms(lambda eng=eng, crops=crops: eng.runner(crops), REPS)
+        out[f"call_{threads}t"] = median_ms(lambda eng=eng, m=m: eng.landmarks(image, m), REPS)
     return out
 
 
 def competitor_costs(image: np.ndarray, box: FaceBox) -> dict[str, dict[str, float]]:
     from models.landmarkers import MediaPipeLandmarker
     mp = MediaPipeLandmarker()
-    out = {MEDIAPIPE_NAME: {"call_1t": _ms(lambda: mp(image, [box]))}}
-    out[PFLDLandmarker.name] = {f"call_{t}t": _ms(lambda lm=PFLDLandmarker(threads=t): lm(image, [box])) for t in THREADS}
+    out = {MEDIAPIPE_NAME: {"call_1t": median_ms(lambda: mp(image, [box]), REPS)}}
+    out[PFLDLandmarker.name] = {f"call_{t}t": median_ms(lambda lm=PFLDLandmarker(threads=t): lm(image, [box]), REPS) for t in THREADS}
     return out
 
 

@@ -77,7 +77,7 @@ def _subprocess(source: str, landmarker: str, frames: int, realtime: bool) -> di
     return _in_fresh_process(f"one_run({source!r}, {landmarker!r}, {frames}, {realtime})")
 
 
-def _ms(fn, reps: int) -> float:
+def median_ms(fn, reps: int) -> float:
     """Median ms of `reps` calls after 5 warm-up calls."""
     for _ in range(5):
         fn()
@@ -106,16 +106,16 @@ def stage_costs(landmarker: str = "hih", weights: str | None = None, reps: int =
     for i, img in enumerate(images[:60]):                   # a settled track, as in a running stream
         face = tracker.process(img, timestamp_s=i / 30).faces[0]
     img, lm, size = images[59], tracker.landmarker, (images[0].shape[1], images[0].shape[0])
-    out: dict[str, float] = {"detector (per run)": _ms(lambda: tracker.detector(img), 30)}
+    out: dict[str, float] = {"detector (per run)": median_ms(lambda: tracker.detector(img), 30)}
     out["detector, amortized (every detect_every frames)"] = out["detector (per run)"] / tracker.settings.tracking.detect_every
     if landmarker == "hih":
         eng = lm.engine
         m = lm.matrices([face.box])
         crops = eng.crops(img, m)
-        out["landmark network"] = _ms(lambda: eng.runner(crops), reps)
-        out["crop, views, back to image px"] = _ms(lambda: eng.landmarks(img, m), reps) - out["landmark network"]
+        out["landmark network"] = median_ms(lambda: eng.runner(crops), reps)
+        out["crop, views, back to image px"] = median_ms(lambda: eng.landmarks(img, m), reps) - out["landmark network"]
     else:
-        out["landmark network"] = _ms(lambda: lm(img, [face.box]), reps)
+        out["landmark network"] = median_ms(lambda: lm(img, [face.box]), reps)
         out["crop, views, back to image px"] = 0.0
     smoother, t = build_smoother(tracker.settings.smoothing, tracker.settings.smoothing_settings()), [0.0]
 
@@ -123,24 +123,24 @@ def stage_costs(landmarker: str = "hih", weights: str | None = None, reps: int =
         t[0] += 1 / 30
         smoother.update(face.landmarks_px, face.confidence, t[0], face.box.side_px)
 
-    out["smoothing"] = _ms(smooth, reps)
+    out["smoothing"] = median_ms(smooth, reps)
 
     def poses():
         raw = estimate_pose(face.landmarks_px, size)
         estimate_pose(face.smoothed_px, size, near=raw)
 
-    out["head pose (raw and smoothed)"] = _ms(poses, reps)
+    out["head pose (raw and smoothed)"] = median_ms(poses, reps)
     find = getattr(lm, "pupils", None)
-    out["pupils (eye crops and network)"] = _ms(lambda: find(img, [face.smoothed_px]), reps) if find else 0.0
+    out["pupils (eye crops and network)"] = median_ms(lambda: find(img, [face.smoothed_px]), reps) if find else 0.0
     est, pts68, yaw = ExpressionEstimator(), to_68(face.smoothed_px), float(face.pose_smoothed.rotation_deg[0])
-    out["expressions"] = _ms(lambda: est.blendshapes(pts68, yaw, face.pupils_px), reps)
+    out["expressions"] = median_ms(lambda: est.blendshapes(pts68, yaw, face.pupils_px), reps)
     k = [60]
 
     def whole():
         k[0] += 1
         tracker.process(images[k[0] % len(images)], timestamp_s=k[0] / 30)
 
-    out["whole frame, steps in a row (FaceTracker.process)"] = _ms(whole, reps)
+    out["whole frame, steps in a row (FaceTracker.process)"] = median_ms(whole, reps)
     out["beyond the networks: crop, decode, smoothing, pose, expressions"] = sum(
         out[key] for key in ("crop, views, back to image px", "smoothing", "head pose (raw and smoothed)", "expressions"))
     tracker.close()
