@@ -125,8 +125,8 @@ def stage_costs(landmarker: str = "hih", weights: str | None = None, reps: int =
 
     out["smoothing"] = median_ms(smooth, reps)
 
-    def poses():
-        raw = estimate_pose(face.landmarks_px, size)
+    def poses():                      # a tracked face: last frame's pose starts the raw fit
+        raw = estimate_pose(face.landmarks_px, size, near=face.pose_smoothed)
         estimate_pose(face.smoothed_px, size, near=raw)
 
     out["head pose (raw and smoothed)"] = median_ms(poses, reps)

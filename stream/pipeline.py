@@ -27,7 +27,7 @@ import numpy as np
 from models.landmarkers import settle
 from models.schemes import to_68
 from stream.expressions import CalibrationError, CalibrationProfile, ExpressionEstimator
-from stream.frames import Face, Frame
+from stream.frames import Face, Frame, HeadPose
 from stream.pose import estimate_pose
 from stream.smoothing import build_smoother
 from stream.sources import Source, SourceError
@@ -123,6 +123,7 @@ class FrameProcessor:
         self.calibrate_requested = False        # set by a UI ('c' key / button): next frame is the neutral face
         self._smoothers: dict[int, object] = {}
         self._expressions: dict[int, ExpressionEstimator] = {}
+        self._poses: dict[int, HeadPose] = {}      # last smoothed pose per track: the next raw pose's start
         self._new_smoothing: tuple | None = None
         path = Path(cfg.calibration) if cfg.calibration else None
         if path is not None and not path.parent.is_dir():
@@ -171,6 +172,7 @@ class FrameProcessor:
             if tid not in live and tid not in self.tracker.tracks:
                 del self._smoothers[tid]
                 self._expressions.pop(tid, None)
+                self._poses.pop(tid, None)
         calibrate, self.calibrate_requested = self.calibrate_requested, False
         if self._new_smoothing is not None:
             (self.cfg.smoothing, self.cfg.smoothing_settings), self._new_smoothing = self._new_smoothing, None
@@ -182,8 +184,12 @@ class FrameProcessor:
                 sm = self._smoothers[face.track_id] = build_smoother(self.cfg.smoothing, self.cfg.smoothing_settings)
             smoothed = sm.update(face.landmarks_px, face.confidence, frame.timestamp_s, face.box.side_px)
             face.smoothed_px = smoothed.astype(np.float32) if self.smoothing_enabled else face.landmarks_px
-            face.pose = estimate_pose(face.landmarks_px, (w, h))
+            # a tracked head moves little between frames: last frame's pose starts the fit (one solve
+            # instead of two); a face that starts from the detector gets a fresh EPnP start
+            face.pose = estimate_pose(face.landmarks_px, (w, h), near=None if face.detected else self._poses.get(face.track_id))
             face.pose_smoothed = estimate_pose(face.smoothed_px, (w, h), near=face.pose)
+            if face.pose_smoothed is not None:
+                self._poses[face.track_id] = face.pose_smoothed
         self._locate_pupils(frame)
         for face in frame.faces:
             if face.pose_smoothed is not None:   # a scheme with the 68 iBUG points (directly or mapped)

@@ -39,7 +39,8 @@ def rotation_to_euler(rvec: np.ndarray) -> np.ndarray:
 def estimate_pose(landmarks_px: np.ndarray, image_size: tuple[int, int], near: HeadPose | None = None) -> HeadPose | None:
     """The head pose that best reprojects the template (EPnP to start, then Levenberg-Marquardt), or
     None for a landmark scheme without the template points (neither 68 nor Face Mesh). `near`: a pose
-    of nearly the same points (the raw ones, for the smoothed), which replaces the EPnP start."""
+    of nearly the same points (the raw ones for the smoothed, last frame's for a tracked face), which
+    replaces the EPnP start."""
     if len(landmarks_px) not in (68, 468, 478):
         return None
     w, h = image_size
