@@ -411,6 +411,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from models.engine import VIEWS
     from models.evaluate import COMPETITORS, PROTOCOLS, evaluate, write_report
     from models.train import DECODES
+    from stream.expressions import ExpressionEstimator
 
     protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
     decodes = _choices("--decodes", args.decodes, DECODES)
@@ -421,7 +422,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         faces = faces[: args.limit]
     for protocol in protocols:
         res = evaluate(faces, args.weights, competitors, decodes, args.device, args.dlib_python, protocol,
-                       views=views, log=_notice)
+                       views=views, log=_notice, shapes=lambda pts68: ExpressionEstimator().blendshapes(pts68))
         title = f"{args.title or f'{Path(args.data).name} ({len(faces)} faces)'}, {protocol} protocol"
         print(write_report(res, Path(args.out), title), flush=True)
     return 0

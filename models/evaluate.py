@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +63,7 @@ class EvalResult:
     per_face: dict[str, np.ndarray]
     subsets: dict[str, dict[str, float]]
     pupils: dict[str, dict] = field(default_factory=dict)   # method -> pupil summary (faces with annotated pupils)
+    shapes: dict[str, dict[str, float]] = field(default_factory=dict)   # method -> {shape: correlation with the annotation's}
 
 
 WFLW_PUPILS = [96, 97]      # the pupil of the eye drawn by 60-67 (iBUG 36-41), then 68-75
@@ -103,6 +105,9 @@ PROTOCOLS = ("detector", "gt-box")
 # iBUG-68 parts reported apart: part of the jaw error on WFLW is its contour convention, not pose
 PARTS = {"inner": np.setdiff1d(np.arange(68), SCHEMES[68].jaw), "jaw": np.array(SCHEMES[68].jaw)}
 COMPETITORS = ("mediapipe", "pfld", "dlib")
+# the shapes an avatar shows most, reported by write_report when eval computes shapes
+REPORTED_SHAPES = ("eyeBlinkLeft", "eyeBlinkRight", "jawOpen", "mouthSmileLeft", "mouthSmileRight", "mouthClose",
+                   "mouthPucker", "mouthFunnel", "browDownLeft", "browDownRight", "browInnerUp")
 
 
 def _nearest_detection(boxes: list[FaceBox], gt: FaceBox) -> FaceBox | None:
@@ -110,9 +115,24 @@ def _nearest_detection(boxes: list[FaceBox], gt: FaceBox) -> FaceBox | None:
     return min(near, key=lambda b: np.linalg.norm(b.center_px - gt.center_px)) if near else None
 
 
+def shape_correlations(pred: np.ndarray, gt: np.ndarray, shapes: Callable[[np.ndarray], dict[str, float]]) -> dict[str, float]:
+    """pred, gt (N,68,2) px (NaN rows = not found) -> {shape: Pearson r across the faces found between the
+    shape computed from the prediction and from the annotation}; NaN for a shape that never varies."""
+    ok = np.isfinite(pred).all((1, 2))
+    ours, truth = [shapes(q) for q in pred[ok]], [shapes(g) for g in gt[ok]]
+    out = {}
+    for k in ours[0] if ours else []:
+        a, b = np.array([o[k] for o in ours]), np.array([t[k] for t in truth])
+        out[k] = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
+    return out
+
+
 def evaluate(faces: list[Face], weights: str | Path, competitors: list[str], decodes=("hih", "dark", "argmax"),
              device: str = "cpu", dlib_python: str | None = None, protocol: str = "detector",
-             refine_passes: int = 3, views=(1,), log=lambda message: None) -> EvalResult:
+             refine_passes: int = 3, views=(1,), log=lambda message: None,
+             shapes: Callable[[np.ndarray], dict[str, float]] | None = None) -> EvalResult:
+    """shapes: when given, a face's expression values from its 68 points (the front end passes the
+    tracker's own); each method's values are then correlated with the annotation's (EvalResult.shapes)."""
     methods = {f"hihtrack ({d} decode)": HIHLandmarker(weights, device, backend="torch", decode=d, views=1)
                for d in decodes if 1 in views or d != "hih"}
     methods |= {f"hihtrack (hih decode, {v} views)": HIHLandmarker(weights, device, backend="torch", views=v)
@@ -150,10 +170,12 @@ def evaluate(faces: list[Face], weights: str | Path, competitors: list[str], dec
         preds[DLIB_NAME] = list(pts)
         detected_override[DLIB_NAME] = int(det.sum())
     ocular = SCHEMES[68].ocular
-    rows, per_face, parts = {}, {}, {}
+    rows, per_face, parts, shape_rows = {}, {}, {}, {}
     for name, p in preds.items():
         ok = np.array([q is not None for q in p])
         arr = np.stack([q if q is not None else np.full((68, 2), np.nan) for q in p])
+        if shapes is not None:
+            shape_rows[name] = shape_correlations(arr, gt, shapes)
         nme = nme_per_face(arr[ok], gt[ok], ocular)
         per_face[name] = np.where(ok, 0, np.nan)
         per_face[name][ok] = nme
@@ -178,7 +200,7 @@ def evaluate(faces: list[Face], weights: str | Path, competitors: list[str], dec
         pupil_rows = {name: pupil_summary(np.stack(v), true, io) for name, v in pupils.items() if v}
         outline = np.stack([[f.landmarks_px[e].mean(0) for e in WFLW_EYES] for f in faces]).astype(np.float64)
         pupil_rows[EYE_OUTLINE_BASELINE] = pupil_summary(outline, true, io)
-    return EvalResult(rows, per_face, subsets, pupil_rows)
+    return EvalResult(rows, per_face, subsets, pupil_rows, shape_rows)
 
 
 def _failure_rate(nme: np.ndarray, limit: float = 0.1) -> float:
@@ -206,10 +228,19 @@ def write_report(res: EvalResult, out_dir: Path, title: str) -> str:
                   "", "| method | mean | median | both eyes within 0.05 IO | faces |", "|---|---|---|---|---|"]
         for name, r in res.pupils.items():
             lines.append(f"| {name} | {r['mean']:.2f} | {r['median']:.2f} | {r['within_005']:.1f} % | {r['faces']} |")
+    if res.shapes:
+        names = list(res.shapes)
+        lines += ["", "Expression shapes: correlation, across the faces found, of each shape computed from the method's "
+                  "landmarks with the same shape computed from the annotation", "",
+                  "| shape | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for k in REPORTED_SHAPES:
+            if all(k in res.shapes[n] for n in names):
+                lines.append(f"| {k} | " + " | ".join(f"{res.shapes[n][k]:.3f}" for n in names) + " |")
     md = "\n".join(lines) + "\n"
     slug = "eval_" + re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")
     (out_dir / f"{slug}.md").write_text(md)
-    (out_dir / f"{slug}.json").write_text(json.dumps({"rows": res.rows, "subsets": res.subsets, "pupils": res.pupils}, indent=1))
+    (out_dir / f"{slug}.json").write_text(json.dumps({"rows": res.rows, "subsets": res.subsets, "pupils": res.pupils,
+                                                      "shapes": res.shapes}, indent=1))
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
