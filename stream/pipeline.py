@@ -84,6 +84,29 @@ class PipelineConfig:
 # took 12.0 ms a call instead of 5.7; at 0.2 ms it took 6.8, and a file ran at 109 FPS instead of 89.
 GIL_SWITCH_S = 0.0002
 
+
+class _GilHandover:
+    """GIL_SWITCH_S while any pipeline runs, and the host program's own interval again once the last
+    one stops: a library must not change its host's interpreter for good."""
+    _lock = threading.Lock()
+    _running = 0
+    _saved_s = 0.0
+
+    @classmethod
+    def enter(cls) -> None:
+        with cls._lock:
+            if cls._running == 0:
+                cls._saved_s = sys.getswitchinterval()
+                sys.setswitchinterval(min(cls._saved_s, GIL_SWITCH_S))
+            cls._running += 1
+
+    @classmethod
+    def leave(cls) -> None:
+        with cls._lock:
+            cls._running -= 1
+            if cls._running == 0:
+                sys.setswitchinterval(cls._saved_s)
+
 STATS_WINDOW = 3000   # frames the percentiles cover (100 s at 30 fps): memory stays flat on a long stream
 
 
@@ -234,6 +257,7 @@ class Pipeline:
         self.stop_event = threading.Event()
         self.stats = Stats()
         self.error: BaseException | None = None
+        self._fast_gil = False      # this pipeline holds the short GIL hand-over (_GilHandover)
         self.work = FrameProcessor(tracker, landmarker, self.cfg, self.stills)
         stages = {"_capture": self._capture}
         # when frames are dropped (live), smoothing runs in the landmark stage's thread: one hand-over
@@ -326,7 +350,9 @@ class Pipeline:
 
     # ---- consumer API -----------------------------------------------------------------------
     def start(self) -> "Pipeline":
-        sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_S))
+        if not self._fast_gil:
+            _GilHandover.enter()
+            self._fast_gil = True
         self.stats.started = time.perf_counter()
         for t in self._threads:
             t.start()
@@ -346,6 +372,9 @@ class Pipeline:
             t.join(timeout=5)
         self.tracker.wait()
         self.source.close()
+        if self._fast_gil:
+            _GilHandover.leave()
+            self._fast_gil = False
 
     def __enter__(self) -> "Pipeline":
         return self.start()

@@ -212,3 +212,20 @@ def test_a_file_source_tracks_the_same_way_every_time():
         with Pipeline(DemoSource(frames=40), Tracker(build_detector("blazeface")), lm) as pipe:
             runs.append(np.stack([f.faces[0].landmarks_px for f in pipe.results()]))
     assert runs[0].shape == (40, 68, 2) and np.array_equal(runs[0], runs[1])
+
+
+def test_the_short_gil_handover_lasts_while_pipelines_run_and_the_hosts_own_comes_back():
+    import sys
+
+    from stream.pipeline import GIL_SWITCH_S
+    host_s = sys.getswitchinterval()
+    make = lambda: Pipeline(DemoSource(frames=5), Tracker(FixedDetector()), SlowLandmarker(), PipelineConfig(smoothing="none"))  # noqa: E731
+    a, b = make(), make()
+    a.start()
+    b.start()
+    assert sys.getswitchinterval() == pytest.approx(min(host_s, GIL_SWITCH_S))
+    a.stop()
+    a.stop()                                            # a second stop gives nothing back twice
+    assert sys.getswitchinterval() == pytest.approx(min(host_s, GIL_SWITCH_S))   # b still runs
+    b.stop()
+    assert sys.getswitchinterval() == pytest.approx(host_s)
