@@ -107,6 +107,7 @@ class _GilHandover:
             if cls._running == 0:
                 sys.setswitchinterval(cls._saved_s)
 
+
 STATS_WINDOW = 3000   # frames the percentiles cover (100 s at 30 fps): memory stays flat on a long stream
 
 
