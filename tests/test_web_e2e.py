@@ -195,8 +195,12 @@ def test_twenty_sessions_opened_and_closed_stay_bounded(app, browser):
         time.sleep(1.0)
         samples.append((_server_threads(app["proc"]), _rss_mb(app["proc"])))
     print("threads / RSS MB after each closed session:", samples)
-    (threads3, rss3), (threads20, rss20) = samples[2], samples[-1]
-    assert threads20 <= threads3 + 4, samples
+    threads = [n for n, _ in samples]
+    # Gradio's anyio worker threads come and go with the load (idle ones are pruned only when new
+    # work arrives), so a single count moves by up to 7 threads; a leak of one thread per session
+    # would add 15 or more between the first and the last sessions.
+    assert min(threads[-5:]) <= max(threads[:3]) + 4, samples
+    rss3, rss20 = samples[2][1], samples[-1][1]
     assert rss20 <= rss3 + 80, samples
 
 
