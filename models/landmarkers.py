@@ -41,6 +41,8 @@ class HIHLandmarker:
                                      backend=backend, decode=decode, views=views)
         self.num_points = self.engine.num_points
         self.weights_path = self.engine.weights_path
+        # an onnxruntime session takes calls from several threads at once (the pipeline's look-ahead)
+        self.concurrent_calls = self.engine.device == "cpu" and backend == "onnxruntime"
         self._pupils = None          # loaded on first use: models.pupils.PupilLocator, or False without weights
 
     def __call__(self, image_bgr: np.ndarray, boxes: list[FaceBox]) -> list[LandmarkResult | None]:

@@ -9,6 +9,13 @@ a live frame is taken from the slot only when the model is free, so it is the ne
 separate detect stage running ahead held frames in a queue: 178 ms capture-to-output on WebRTC).
 One shutdown path for every ending: the source ends or fails, the consumer stops, or an exception
 in a stage; the end marker flows through every stage so the consumer sees every processed frame.
+
+Look-ahead (files): a tracked face's crop box stays put until its landmarks move more than
+`box_hysteresis`, so the next frame's boxes are often this frame's. When the next frame is already
+queued and BoxesKept expects that, a landmarker that takes concurrent calls runs it on this frame's
+boxes in a helper thread while this frame's own landmarks run; the next frame uses that result only
+if its boxes turn out to be exactly those, and runs its own call otherwise. The landmarks are then
+the ones a one-at-a-time run gives, frame for frame, with two network calls on two cores.
 """
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ import sys
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -67,6 +75,58 @@ class LatestSlot:
                 return _END
             self._has = False
             return self._item
+
+
+class PeekQueue(queue.Queue):
+    """A queue whose next item can be looked at without taking it (the landmark stage's look-ahead)."""
+
+    def peek(self):
+        """The next item, or None when the queue is empty."""
+        with self.mutex:
+            return self.queue[0] if self.queue else None
+
+
+class BoxesKept:
+    """Predicts whether the next frame keeps this frame's boxes, from what followed frames like this
+    one: a 2-bit saturating counter per case (this frame kept its boxes, or moved them), as a CPU
+    predicts a branch. A face in steady motion moves its box every other frame (a moved box is the
+    hysteresis' new reference, so the next small step stays within it); a still face keeps it."""
+
+    def __init__(self):
+        self._counter = {True: 2, False: 2}     # 0-1: expect moved boxes next, 2-3: expect kept ones
+        self._last: tuple[list[int], list] = ([], [])
+        self._case: bool | None = None          # whether the last frame kept its boxes
+
+    def observe(self, track_ids: list[int], boxes: list) -> None:
+        """This frame's track ids and boxes (the tracker's own objects, replaced when a box moves)."""
+        ids, last = self._last
+        kept = track_ids == ids and all(a is b for a, b in zip(boxes, last))
+        if self._case is not None:
+            c = self._counter[self._case]
+            self._counter[self._case] = min(3, c + 1) if kept else max(0, c - 1)
+        self._last, self._case = (list(track_ids), list(boxes)), kept
+
+    def next_kept(self) -> bool:
+        return self._case is not None and self._counter[self._case] >= 2
+
+
+class LookAhead:
+    """The landmarks of a queued frame computed on the current frame's boxes, in a helper thread."""
+
+    def __init__(self, pool: ThreadPoolExecutor, landmarker, frame: Frame, track_ids: list[int], boxes: list):
+        self.frame, self.track_ids, self.boxes = frame, list(track_ids), list(boxes)
+        self.future: Future = pool.submit(landmarker, frame.image, self.boxes)
+
+    def results_for(self, frame: Frame) -> list | None:
+        """The results, when `frame` is the frame looked at and its boxes are the ones it ran on; else
+        None (the caller computes them), and the helper's run is cancelled if it has not started."""
+        # the tracker hands out a track's box object itself and replaces it when the box moves:
+        # the same objects are the same boxes
+        if frame is self.frame and not frame.new_tracks and frame.box_tracks == self.track_ids \
+                and all(a is b for a, b in zip(frame.boxes, self.boxes)):
+            return self.future.result()
+        self.future.cancel()
+        return None
 
 
 @dataclass
@@ -170,8 +230,10 @@ class FrameProcessor:
         else:
             frame.box_tracks, frame.boxes, frame.new_tracks = self.tracker.boxes(frame.image, frame.index)
 
-    def landmarks(self, frame: Frame) -> None:
-        results = self.landmarker(frame.image, frame.boxes)
+    def landmarks(self, frame: Frame, results: list | None = None) -> None:
+        """`results`: this frame's landmarks on its boxes when they are already computed (LookAhead)."""
+        if results is None:
+            results = self.landmarker(frame.image, frame.boxes)
         new = [i for i, tid in enumerate(frame.box_tracks) if tid in frame.new_tracks]
         if new:  # faces that start from a detector box: re-crop from their landmarks first
             cfg = self.tracker.cfg
@@ -252,7 +314,7 @@ class Pipeline:
         drop = self.cfg.drop_frames
         self.drop = (source.live or getattr(source, "realtime", False)) if drop is None else drop
         self.stills = getattr(source, "stills", False)   # unrelated photos: each detected on its own
-        self.slot = LatestSlot() if self.drop else queue.Queue(self.cfg.queue_size)
+        self.slot = LatestSlot() if self.drop else PeekQueue(self.cfg.queue_size)
         self.q_faces: queue.Queue = queue.Queue(self.cfg.queue_size)
         self.q_out: queue.Queue = queue.Queue(self.cfg.queue_size)
         self.stop_event = threading.Event()
@@ -260,6 +322,12 @@ class Pipeline:
         self.error: BaseException | None = None
         self._fast_gil = False      # this pipeline holds the short GIL hand-over (_GilHandover)
         self.work = FrameProcessor(tracker, landmarker, self.cfg, self.stills)
+        # a file's next frame is looked ahead at when the landmarker takes concurrent calls (module doc)
+        look_ahead = not self.drop and not self.stills and getattr(landmarker, "concurrent_calls", False)
+        self._ahead_pool = ThreadPoolExecutor(2, thread_name_prefix="landmarks-ahead") if look_ahead else None
+        self._ahead: LookAhead | None = None
+        self._boxes_kept = BoxesKept()
+        self.look_ahead_runs = self.look_ahead_used = 0   # next frames run ahead; those whose result was used
         stages = {"_capture": self._capture}
         # when frames are dropped (live), smoothing runs in the landmark stage's thread: one hand-over
         # less per frame (latency), where a separate stage would only add throughput the camera cannot use
@@ -341,7 +409,17 @@ class Pipeline:
         t = time.perf_counter()
         self.work.boxes(frame)
         frame.timings_ms["detect"] = (time.perf_counter() - t) * 1000
-        self.work.landmarks(frame)
+        ahead, self._ahead = self._ahead, None
+        # the next frame starts before this one's result is waited for: two calls are always in flight
+        self._boxes_kept.observe(frame.box_tracks, frame.boxes)
+        if self._ahead_pool is not None and frame.boxes and not frame.new_tracks and self._boxes_kept.next_kept():
+            nxt = self.slot.peek()
+            if isinstance(nxt, Frame):
+                self._ahead = LookAhead(self._ahead_pool, self.landmarker, nxt, frame.box_tracks, frame.boxes)
+                self.look_ahead_runs += 1
+        results = ahead.results_for(frame) if ahead is not None else None
+        self.look_ahead_used += results is not None
+        self.work.landmarks(frame, results)
 
     def _landmarks_and_smooth(self, frame: Frame) -> None:
         self._landmarks(frame)
@@ -371,6 +449,8 @@ class Pipeline:
         self.stop_event.set()
         for t in self._threads:
             t.join(timeout=5)
+        if self._ahead_pool is not None:
+            self._ahead_pool.shutdown(wait=True, cancel_futures=True)
         self.tracker.wait()
         self.source.close()
         if self._fast_gil:
@@ -384,4 +464,4 @@ class Pipeline:
         self.stop()
 
 
-__all__ = ["FrameProcessor", "Pipeline", "PipelineConfig", "LatestSlot", "Stats", "SourceError"]
+__all__ = ["FrameProcessor", "Pipeline", "PipelineConfig", "LatestSlot", "LookAhead", "PeekQueue", "Stats", "SourceError"]

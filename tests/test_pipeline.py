@@ -9,7 +9,7 @@ import pytest
 
 from models.detector import FaceBox, build_detector
 from stream.demo import DemoSource
-from stream.pipeline import LatestSlot, Pipeline, PipelineConfig
+from stream.pipeline import BoxesKept, LatestSlot, Pipeline, PipelineConfig
 from stream.recorders import Recorder, RecordMeta, load_recording
 from stream.sources import AvSource, Source, open_source
 from stream.tracking import Tracker
@@ -212,6 +212,44 @@ def test_a_file_source_tracks_the_same_way_every_time():
         with Pipeline(DemoSource(frames=40), Tracker(build_detector("blazeface")), lm) as pipe:
             runs.append(np.stack([f.faces[0].landmarks_px for f in pipe.results()]))
     assert runs[0].shape == (40, 68, 2) and np.array_equal(runs[0], runs[1])
+
+
+def test_the_look_ahead_gives_the_landmarks_of_a_one_at_a_time_run():
+    """A file's next frame, run ahead on this frame's boxes, is used only when its boxes turn out to be
+    exactly those: with and without the look-ahead the same clip gives identical landmarks and ids."""
+    from models.landmarkers import build_landmarker
+    lm = build_landmarker("hih")
+    assert lm.concurrent_calls
+    runs, used = [], []
+    for concurrent in (True, False):
+        lm.concurrent_calls = concurrent
+        with Pipeline(DemoSource(frames=60, faces=2), Tracker(build_detector("blazeface")), lm) as pipe:
+            frames = list(pipe.results())
+        runs.append([[(f.track_id, f.landmarks_px) for f in fr.faces] for fr in frames])
+        used.append(pipe.look_ahead_used)
+    lm.concurrent_calls = True
+    assert used[1] == 0 and 10 < used[0] < 60, used          # used on some frames, not on all
+    assert len(runs[0]) == len(runs[1]) == 60
+    for a, b in zip(*runs):
+        assert [tid for tid, _ in a] == [tid for tid, _ in b]
+        assert all(np.array_equal(pa, pb) for (_, pa), (_, pb) in zip(a, b))
+
+
+def test_boxes_kept_learns_whether_the_next_frame_keeps_the_boxes():
+    still, predictor = object(), BoxesKept()
+    for _ in range(5):                       # a still face: the tracker hands out the same box object
+        predictor.observe([0], [still])
+    assert predictor.next_kept()
+    stepping, box, right = BoxesKept(), object(), []
+    for i in range(20):                      # steady motion: a new box every other frame
+        box = object() if i % 2 == 0 else box
+        stepping.observe([0], [box])
+        right.append(stepping.next_kept() == (i % 2 == 0))
+    assert all(right[4:])                    # learnt: after a moved box comes a kept one, and vice versa
+    renumbered = BoxesKept()
+    for i in range(5):                       # the same box object under another track id is not kept
+        renumbered.observe([i], [still])
+    assert not renumbered.next_kept()
 
 
 def test_the_short_gil_handover_lasts_while_pipelines_run_and_the_hosts_own_comes_back():
