@@ -56,7 +56,8 @@ def one_run(source: str, landmarker: str, max_frames: int, realtime: bool) -> di
                 break
     wall = time.perf_counter() - t0
     s = pipe.stats.summary()
-    s.update({"cpu_pct": 100 * (time.process_time() - cpu0) / wall,
+    s.update({"look_ahead_runs": pipe.look_ahead_runs, "look_ahead_used": pipe.look_ahead_used,
+              "cpu_pct": 100 * (time.process_time() - cpu0) / wall,
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
               "mean_faces": float(np.mean(faces)) if faces else 0.0, "latency_trace": lat_t[:: max(1, len(lat_t) // 400)]})
     return s
@@ -209,6 +210,10 @@ def _write(result: dict, out_dir: Path) -> str:
     if (DEMO_ROW, "hih") in fps and (FILE_ROW, "hih") in fps:
         lines.append(f"The demo clip against the same frames read from a file, hih: "
                      f"{fps[DEMO_ROW, 'hih'] / fps[FILE_ROW, 'hih']:.2f}x")
+    ahead = [f"{r['config']} {r['look_ahead_used']} of {r['look_ahead_runs']}" for r in result["rows"]
+             if r.get("look_ahead_runs")]
+    if ahead:
+        lines.append("Next frames run ahead (look-ahead), used of run, hih: " + ", ".join(ahead))
     lines.append("")
     lines.append(f"Each row is the median-FPS run of {len(result['rows'][0].get('fps_runs', [0]))}, hih and MediaPipe "
                  "alternating. File sources run as fast as possible (every frame kept: latency includes queueing); "
