@@ -87,27 +87,30 @@ class PeekQueue(queue.Queue):
 
 
 class BoxesKept:
-    """Predicts whether the next frame keeps this frame's boxes, from what followed frames like this
-    one: a 2-bit saturating counter per case (this frame kept its boxes, or moved them), as a CPU
-    predicts a branch. A face in steady motion moves its box every other frame (a moved box is the
-    hysteresis' new reference, so the next small step stays within it); a still face keeps it."""
+    """Predicts whether the next frame keeps this frame's boxes from what followed the same recent
+    history (whether each of the last HISTORY frames kept its boxes): a 2-bit saturating counter per
+    history, as a CPU predicts a branch. A face in steady motion moves its box every other frame (a
+    moved box is the hysteresis' new reference, so the next small step stays within it); a still face
+    keeps it."""
+
+    HISTORY = 2
 
     def __init__(self):
-        self._counter = {True: 2, False: 2}     # 0-1: expect moved boxes next, 2-3: expect kept ones
+        self._counter: dict[tuple[bool, ...], int] = {}    # 0-1: expect moved boxes next, 2-3: kept ones
         self._last: tuple[list[int], list] = ([], [])
-        self._case: bool | None = None          # whether the last frame kept its boxes
+        self._history: tuple[bool, ...] = ()
 
     def observe(self, track_ids: list[int], boxes: list) -> None:
         """This frame's track ids and boxes (the tracker's own objects, replaced when a box moves)."""
         ids, last = self._last
         kept = track_ids == ids and all(a is b for a, b in zip(boxes, last))
-        if self._case is not None:
-            c = self._counter[self._case]
-            self._counter[self._case] = min(3, c + 1) if kept else max(0, c - 1)
-        self._last, self._case = (list(track_ids), list(boxes)), kept
+        if len(self._history) == self.HISTORY:
+            c = self._counter.get(self._history, 2)
+            self._counter[self._history] = min(3, c + 1) if kept else max(0, c - 1)
+        self._last, self._history = (list(track_ids), list(boxes)), (*self._history, kept)[-self.HISTORY:]
 
     def next_kept(self) -> bool:
-        return self._case is not None and self._counter[self._case] >= 2
+        return len(self._history) == self.HISTORY and self._counter.get(self._history, 2) >= 2
 
 
 class LookAhead:
