@@ -297,14 +297,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _export_shipped() -> int:
-    """The ONNX graphs that ship beside the shipped weights (models/weights/onnx), made anew."""
+    """The ONNX graphs that ship beside the shipped weights (models/weights/onnx) and the encoded demo
+    clip (stream/media), made anew."""
     from models.engine import SHIPPED_WEIGHTS, OnnxRunner
     from models.onnx_cache import SHIPPED_DIR
     from models.pupils import PupilLocator
+    from stream.demo import write_shipped_clip
     for old in SHIPPED_DIR.glob("*.onnx"):
         old.unlink()
     paths = [OnnxRunner.graph_path(w, folder=SHIPPED_DIR) for w in SHIPPED_WEIGHTS.values()]
     paths.append(PupilLocator.graph_path(folder=SHIPPED_DIR))
+    paths.append(write_shipped_clip())
     for p in paths:
         print(f"wrote {p}")
     return 0
@@ -545,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--weights", default="fast", help="small | fast | a file")
     ex.add_argument("--out", default="hih_small.onnx")
     ex.add_argument("--shipped", action="store_true", help="(re)make the graphs shipped beside the shipped weights "
-                    "(models/weights/onnx), after the weights change")
+                    "(models/weights/onnx) and the encoded demo clip (stream/media), after either changes")
     ex.set_defaults(func=cmd_export)
 
     cf = sub.add_parser("config", help="print every setting with its default and help: a YAML to copy the keys you change from")

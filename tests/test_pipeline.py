@@ -80,6 +80,22 @@ def test_file_source_keeps_every_frame_in_order():
     assert all(f.faces[0].track_id == 0 for f in frames)   # one stable track
 
 
+def test_the_shipped_demo_clip_holds_the_rendered_frames():
+    """The default clip plays from its shipped encoding (cheaper to decode than to render); it must be
+    the frames render() makes, to within video coding (`hihtrack export --shipped` remakes it)."""
+    from stream.demo import SHIPPED_CLIP, SHIPPED_CLIP_FRAMES
+    demo = DemoSource(frames=SHIPPED_CLIP_FRAMES)
+    assert demo.clip == SHIPPED_CLIP
+    frames = list(demo.frames())
+    assert len(frames) == SHIPPED_CLIP_FRAMES
+    assert np.allclose([t for _, t in frames], np.arange(SHIPPED_CLIP_FRAMES) / 30)
+    for i in range(0, SHIPPED_CLIP_FRAMES, 37):
+        gap = np.abs(frames[i][0].astype(np.int16) - demo.render(i)).mean()
+        assert gap < 5, (i, gap)              # H.264 at crf 23: about 3 grey levels
+    assert len(list(DemoSource(frames=10).frames())) == 10
+    assert DemoSource(frames=SHIPPED_CLIP_FRAMES + 1).clip is None and DemoSource(faces=2).clip is None   # rendered
+
+
 def test_detector_finds_the_face_in_the_demo_clip():
     src = DemoSource(frames=60)
     det = build_detector("blazeface")
