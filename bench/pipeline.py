@@ -162,22 +162,26 @@ def _costs_table(costs: dict[str, dict[str, float]]) -> str:
 DEMO_ROW, FILE_ROW = "demo clip 640x480, 1 face", "video file 640x480, 1 face"
 
 
-def run_pipeline_bench(out_dir: Path, minutes: float = 5.0, frames: int = 300, repeats: int = 3) -> str:
-    """Each source with each landmarker `repeats` times, the landmarkers alternating, so that a slow
-    spell of the machine falls on both; each row is the run of median FPS."""
+def run_pipeline_bench(out_dir: Path, minutes: float = 5.0, frames: int = 300, repeats: int = 5) -> str:
+    """Each source with each landmarker `repeats` times, in rounds of all of them; each row is the run
+    of median FPS."""
     tmp = Path(tempfile.mkdtemp(prefix="hihtrack-bench-"))
     videos = {"640x480": tmp / "v640.mp4", "1280x720": tmp / "v1280.mp4"}
     _make_video(videos["640x480"], (640, 480), frames)
     _make_video(videos["1280x720"], (1280, 720), frames)
     configs = [(DEMO_ROW, "demo"), ("demo clip 640x480, 3 faces", "demo:3"), (FILE_ROW, str(videos["640x480"])),
                ("video file 1280x720, 1 face", str(videos["1280x720"]))]
+    # every source and landmarker once per round, rounds repeated: a slow spell of the machine falls on
+    # all of them alike, so the ratios between rows (hih / MediaPipe, demo / file) compare like with like
+    runs: dict[tuple[str, str], list[dict]] = {(name, lm): [] for name, _ in configs for lm in ("hih", "mediapipe")}
+    for _ in range(repeats):
+        for name, src in configs:
+            for lm in ("hih", "mediapipe"):
+                runs[name, lm].append(_subprocess(src, lm, frames, False))
     rows = []
-    for name, src in configs:
-        runs: dict[str, list[dict]] = {"hih": [], "mediapipe": []}
-        for _ in range(repeats):
-            for lm, kept in runs.items():
-                kept.append(_subprocess(src, lm, frames, False))
-        for lm, kept in runs.items():
+    for name, _ in configs:
+        for lm in ("hih", "mediapipe"):
+            kept = runs[name, lm]
             r = sorted(kept, key=lambda run: run["fps"])[len(kept) // 2]
             rows.append({"config": name, "landmarker": lm, "fps_runs": [run["fps"] for run in kept],
                          **{k: v for k, v in r.items() if k != "latency_trace"}})
@@ -217,8 +221,8 @@ def _write(result: dict, out_dir: Path) -> str:
     if ahead:
         lines.append("Next frames run ahead (look-ahead), used of run, hih: " + ", ".join(ahead))
     lines.append("")
-    lines.append(f"Each row is the median-FPS run of {len(result['rows'][0].get('fps_runs', [0]))}, hih and MediaPipe "
-                 "alternating. File sources run as fast as possible (every frame kept: latency includes queueing); "
+    lines.append(f"Each row is the median-FPS run of {len(result['rows'][0].get('fps_runs', [0]))}, run in rounds of "
+                 "every source and landmarker. File sources run as fast as possible (every frame kept: latency includes queueing); "
                  "CPU % is of one core (200 % = both cores). The video files hold the demo clip's frames.")
     for lm, r in result["paced"].items():
         trace = np.array(r["latency_trace"])
