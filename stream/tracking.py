@@ -36,9 +36,11 @@ class TrackingConfig:
 @dataclass
 class Track:
     track_id: int
-    box: FaceBox
+    box: FaceBox                              # the crop box: moved only past the hysteresis
     age: int = 0
     landmarks_px: np.ndarray | None = None
+    face: FaceBox | None = None               # the square of the last landmarks
+    step: float | None = None                 # how far that square moved in the last frame (box_change)
 
 
 class _Detection:
@@ -116,6 +118,16 @@ class Tracker:
         if self._pending is not None:
             self._pending.thread.join()
 
+    def boxes_likely_kept(self) -> bool:
+        """Whether the next frame will likely get this frame's boxes (the pipeline's look-ahead): every
+        face's landmark square, moved on as far again as in its last step, stays within the hysteresis
+        of its crop box. (A background detection joining then seldom adds a face; when it does, the
+        look-ahead is not used.)"""
+        with self._lock:
+            return bool(self.tracks) and all(
+                t.step is not None and box_change(t.box, t.face) + t.step <= self.cfg.box_hysteresis
+                for t in self.tracks.values())
+
     def detect_only(self, image: np.ndarray) -> tuple[list[int], list[FaceBox], set[int]]:
         """Stills: every face found gets a fresh id and nothing is carried to the next image."""
         boxes = find_faces(self.detector, image, self.cfg.still_tiles)[:self.cfg.max_faces]
@@ -140,6 +152,8 @@ class Tracker:
                     continue
                 t.landmarks_px = res.landmarks_px
                 box = FaceBox.from_landmarks(res.landmarks_px, float(np.mean(res.confidence)))
+                t.step = box_change(t.face, box) if t.face is not None else None
+                t.face = box
                 if t.age == 0 or box_change(t.box, box) > self.cfg.box_hysteresis:
                     t.box = box
                 t.age += 1

@@ -9,7 +9,7 @@ import pytest
 
 from models.detector import FaceBox, build_detector
 from stream.demo import DemoSource
-from stream.pipeline import BoxesKept, LatestSlot, Pipeline, PipelineConfig
+from stream.pipeline import LatestSlot, Pipeline, PipelineConfig
 from stream.recorders import Recorder, RecordMeta, load_recording
 from stream.sources import AvSource, Source, open_source
 from stream.tracking import Tracker
@@ -249,23 +249,6 @@ def test_the_look_ahead_gives_the_landmarks_of_a_one_at_a_time_run():
     for a, b in zip(*runs):
         assert [tid for tid, _ in a] == [tid for tid, _ in b]
         assert all(np.array_equal(pa, pb) for (_, pa), (_, pb) in zip(a, b))
-
-
-def test_boxes_kept_learns_whether_the_next_frame_keeps_the_boxes():
-    still, predictor = object(), BoxesKept()
-    for _ in range(5):                       # a still face: the tracker hands out the same box object
-        predictor.observe([0], [still])
-    assert predictor.next_kept()
-    stepping, box, right = BoxesKept(), object(), []
-    for i in range(20):                      # steady motion: a new box every other frame
-        box = object() if i % 2 == 0 else box
-        stepping.observe([0], [box])
-        right.append(stepping.next_kept() == (i % 2 == 0))
-    assert all(right[4:])                    # learnt: after a moved box comes a kept one, and vice versa
-    renumbered = BoxesKept()
-    for i in range(5):                       # the same box object under another track id is not kept
-        renumbered.observe([i], [still])
-    assert not renumbered.next_kept()
 
 
 def test_the_short_gil_handover_lasts_while_pipelines_run_and_the_hosts_own_comes_back():

@@ -71,3 +71,20 @@ def test_a_background_detector_error_reaches_the_tracking_thread():
     tracker = Tracker(FailsLater(b_from=99), TrackingConfig(detect_every=10))
     with pytest.raises(RuntimeError, match="detector failed"):
         _run(tracker, 20)
+
+
+def test_boxes_likely_kept_extrapolates_each_face_one_step():
+    """A still face keeps its box; a face stepping 2 % of its side a frame keeps it for one frame after each
+    move and then leaves the 3 % hysteresis; the prediction says which."""
+    tracker = Tracker(lambda image: [FACE_A], TrackingConfig(detect_every=1000, box_hysteresis=0.03))
+    image = np.zeros((480, 640, 3), np.uint8)
+    predicted, kept = [], []
+    for i in range(12):
+        ids, boxes, _ = tracker.boxes(image, i)
+        predicted.append(tracker.boxes_likely_kept())
+        step = 0.02 * 80 * i if i >= 4 else 0.0            # still for 4 frames, then 2 % of the 80 px side a frame
+        tracker.update(ids, [_square(FaceBox(FACE_A.center_px + [step, 0.0], 100.0))])
+        kept.append(tracker.tracks[ids[0]].box is boxes[0])
+    assert predicted[:2] == [False, False]                  # a new face has no step yet
+    assert predicted[2:4] == [True, True] and kept[2:4] == [True, True]
+    assert predicted[6:] == kept[6:] and True in kept[6:] and False in kept[6:]   # steady motion: foreseen frame by frame
