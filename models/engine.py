@@ -55,8 +55,10 @@ def auto_threads(live: bool = False) -> int:
     """CPU inference threads for 0 (auto). A file: all cores but one, left to capture, detection,
     smoothing and the pipeline's look-ahead (a second call on the next frame), where a call on every
     core loses (2 cores: two 1-thread calls at once 2.4 ms per face, on 2-thread sessions 3.1). A live
-    source (`live`) takes one frame at a time and waits for each: then one call uses every core
-    (2 cores: 2.9 against 4.7 ms per face; paced 30 fps latency p50 7.1 against 8.7 ms)."""
+    source (`live`) takes one frame at a time and waits for each: then one call uses every core (2 cores:
+    2.9 against 4.7 ms per face alone; paced 30 fps, fresh processes: p50 8.0-9.4 against 9.0-9.9 ms,
+    MediaPipe 7.8-9.4, at a cost in the tail, p95 16-18 against 12-14, when the background detection
+    takes a core)."""
     cores = os.cpu_count() or 2
     return cores if live else max(1, cores - 1)
 
