@@ -37,15 +37,13 @@ def _make_video(path: Path, size: tuple[int, int], frames: int = 150) -> None:
 def one_run(source: str, landmarker: str, max_frames: int, realtime: bool) -> dict:
     """In a fresh process: run the pipeline, return its measurements."""
     from models.detector import build_detector
-    from models.engine import auto_threads
     from models.landmarkers import build_landmarker
     from stream.pipeline import Pipeline
     from stream.sources import open_source
     from stream.tracking import Tracker
 
     src = open_source(source, realtime=realtime, demo_frames=max_frames)
-    # the threads `track` chooses: all cores for a paced (live) source, all but one for a file
-    lm = build_landmarker(landmarker, **({"threads": auto_threads(live=realtime)} if landmarker == "hih" else {}))
+    lm = build_landmarker(landmarker)
     pipe = Pipeline(src, Tracker(build_detector("blazeface")), lm)
     cpu0, t0 = time.process_time(), time.perf_counter()
     lat_t = []

@@ -120,12 +120,6 @@ def cmd_track(args: argparse.Namespace) -> int:
     settings = track_settings(args)
     if settings.ui == "gradio":
         return _serve_web(settings)
-    if settings.source == "auto":     # the webcam or the demo clip, decided before the network loads (its threads)
-        from stream.sources import default_source
-        spec, notice = default_source()
-        settings = dataclasses.replace(settings, source=spec)
-        if notice:
-            _notice(notice)
     window = _open_window(settings.ui)
     with FaceTracker(settings) as tracker:
         if tracker.auto_choices:

@@ -51,16 +51,13 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def auto_threads(live: bool = False) -> int:
-    """CPU inference threads for 0 (auto). A file: all cores but one, left to capture, detection,
-    smoothing and the pipeline's look-ahead (a second call on the next frame), where a call on every
-    core loses (2 cores: two 1-thread calls at once 2.4 ms per face, on 2-thread sessions 3.1). A live
-    source (`live`) takes one frame at a time and waits for each: then one call uses every core (2 cores:
-    2.9 against 4.7 ms per face alone; paced 30 fps, fresh processes: p50 8.0-9.4 against 9.0-9.9 ms,
-    MediaPipe 7.8-9.4, at a cost in the tail, p95 16-18 against 12-14, when the background detection
-    takes a core)."""
-    cores = os.cpu_count() or 2
-    return cores if live else max(1, cores - 1)
+def auto_threads() -> int:
+    """CPU inference threads for 0 (auto): all cores but one, left to capture, detection, smoothing and
+    a file's look-ahead (a second call on the next frame: two 1-thread calls at once take 2.4 ms a face
+    on 2 cores, on 2-thread sessions 3.1). A live source gains nothing from more either: a paced camera's
+    latency p50 was the same on 1 and 2 threads without thread spinning (8.1-9.1 against 8.3-8.8 ms), and
+    with it 0.5-1 ms lower at the cost of 4-5 ms more at p95 (bench/RESULTS.md, End to end)."""
+    return max(1, (os.cpu_count() or 2) - 1)
 
 
 def auto_views(device: str) -> int:

@@ -55,8 +55,7 @@ class TrackSettings:
                                   "on 300-W at 0.6x its cost)")
     device: str = setting("auto", help="auto | cpu | cuda | cuda:N (auto: a CUDA GPU if there is one)")
     precision: Literal["fp32", "fp16", "bf16"] = setting("fp32", help="GPU precision")
-    threads: int = setting(0, 0, MAX_THREADS, help="CPU inference threads; 0 = all cores for a camera or live stream "
-                           "(one frame at a time: latency), all but one otherwise (files, the web page)")
+    threads: int = setting(0, 0, MAX_THREADS, help="CPU inference threads; 0 = all cores but one")
     backend: Literal["onnxruntime", "torch"] = setting("onnxruntime", help="CPU inference engine (the same graph; "
                                                        "onnxruntime needs no torch at run time)")
     crop_views: Literal[0, 1, 2, 4] = setting(0, help="HIH crops per face (staggered half a cell, mirrored), averaged: "
@@ -138,7 +137,6 @@ def resolve_auto(settings: TrackSettings) -> tuple[TrackSettings, dict[str, str]
     weights concrete (for the HIH landmarker), and {key: "value (why)"} for what was chosen, to print
     once and to keep in recordings."""
     from models.engine import DEFAULT_WEIGHTS_NAME, auto_threads, auto_views, resolve_device
-    from stream.sources import is_live
     if settings.landmarker != "hih":
         return settings, {}
     chosen, why = {}, {}
@@ -147,10 +145,7 @@ def resolve_auto(settings: TrackSettings) -> tuple[TrackSettings, dict[str, str]
         why["device"] = "a CUDA GPU" if chosen["device"] != "cpu" else "no CUDA GPU"
     device = chosen.get("device", settings.device)
     if settings.threads == 0 and device == "cpu":
-        # the web page's browser shares the machine (measured: 2 threads there lost to the codecs and the browser)
-        live = settings.ui != "gradio" and is_live(settings.source, settings.live, settings.realtime)
-        chosen["threads"] = auto_threads(live)
-        why["threads"] = "all cores: a live source, one frame at a time" if live else "all cores but one"
+        chosen["threads"], why["threads"] = auto_threads(), "all cores but one"
     if settings.crop_views == 0:
         chosen["crop_views"] = auto_views(device)
         why["crop_views"] = "2 on a GPU" if device != "cpu" else "1 on a CPU"

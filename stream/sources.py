@@ -255,13 +255,6 @@ def image_problem(path: Path, max_pixels: float) -> str | None:
     return None
 
 
-def is_live(spec: str | int, live: bool = False, realtime: bool = False) -> bool:
-    """Whether open_source(spec, realtime=, live=) gives frames as they come, one at a time and dropped
-    when the tracker is busy (a camera, a live stream, a paced file), rather than every frame of a file."""
-    spec = str(spec)
-    return spec.isdigit() or spec.startswith(LIVE_SCHEMES) or (live and spec.startswith(NETWORK_SCHEMES)) or realtime
-
-
 def open_source(spec: str | int, realtime: bool = False, demo_frames: int = 300, fps: float = 30.0,
                 folder_mode: str = "auto", live: bool = False, max_image_mpix: float = 100.0) -> Source:
     """'demo', a camera index, a URL, a video file, an image file or an image folder."""

@@ -203,21 +203,6 @@ def test_shipped_weights_by_name():
     assert np.median(gap_px) < 0.05 * small[0].box.side_px, np.median(gap_px)
 
 
-def test_automatic_threads_use_every_core_for_a_live_source_and_leave_one_otherwise(monkeypatch):
-    """A camera or live stream takes one frame at a time: its call gets every core. A file keeps one core
-    for the pipeline (its look-ahead, capture, smoothing); so does the web page, whose browser shares it."""
-    import os
-
-    from hihtrack import resolve_auto
-    monkeypatch.setattr(os, "cpu_count", lambda: 4)
-    threads = lambda **kw: resolve_auto(load_settings(device="cpu", threads=0, **kw))[0].threads  # noqa: E731
-    assert threads(source="0", ui="none") == threads(source="rtsp://cam/1", ui="opencv") == 4
-    assert threads(source="clip.mp4", realtime=True, ui="none") == threads(source="https://x/a.m3u8", live=True, ui="none") == 4
-    assert threads(source="clip.mp4", ui="none") == threads(source="demo", ui="none") == threads(source="https://x/a.mp4") == 3
-    assert threads(source="0", ui="gradio") == 3
-    assert resolve_auto(load_settings(device="cpu", threads=2, source="0"))[0].threads == 2      # a chosen number stays
-
-
 def test_automatic_choices_are_made_once_said_and_recorded(tmp_path):
     """Every "auto" is concrete after FaceTracker's one resolution step: the CLI prints the choices in one
     line and the recording's metadata keeps the values it was made with."""
