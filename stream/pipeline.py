@@ -389,7 +389,7 @@ class Pipeline:
         self.work.boxes(frame)
         frame.timings_ms["detect"] = (time.perf_counter() - t) * 1000
         ahead, self._ahead = self._ahead, None
-        # the next frame starts before this one's result is waited for: two calls are always in flight
+        # the next frame starts before this one's result is waited for, so the two calls overlap
         if self._ahead_pool is not None and frame.boxes and not frame.new_tracks and self.tracker.boxes_likely_kept():
             nxt = self.slot.peek()
             if isinstance(nxt, Frame):
