@@ -156,14 +156,20 @@ class DemoSource(Source):
         return region
 
     def images(self):
-        """The clip's frames: decoded from the shipped encoding where it holds them, else rendered."""
+        """The clip's frames: decoded from the shipped encoding where it holds them (the file is closed
+        when the caller stops), else rendered."""
         if self.clip is None:
-            return (self.render(i) for i in range(self.n))
-        return (image for image, _ in AvSource(str(self.clip)).frames())
+            yield from (self.render(i) for i in range(self.n))
+            return
+        decoder = AvSource(str(self.clip))
+        try:
+            yield from (image for _, (image, _) in zip(range(self.n), decoder.frames()))
+        finally:
+            decoder.close()
 
     def frames(self):
         start = time.perf_counter()
-        for i, image in zip(range(self.n), self.images()):
+        for i, image in enumerate(self.images()):
             if self.realtime:
                 delay = i / self.fps - (time.perf_counter() - start)
                 if delay > 0:

@@ -390,7 +390,7 @@ class Pipeline:
         frame.timings_ms["detect"] = (time.perf_counter() - t) * 1000
         ahead, self._ahead = self._ahead, None
         # the next frame starts before this one's result is waited for, so the two calls overlap
-        if self._ahead_pool is not None and frame.boxes and not frame.new_tracks and self.tracker.boxes_likely_kept():
+        if self._ahead_pool is not None and not frame.new_tracks and self.tracker.boxes_likely_kept():
             nxt = self.slot.peek()
             if isinstance(nxt, Frame):
                 self._ahead = LookAhead(self._ahead_pool, self.landmarker, nxt, frame.box_tracks, frame.boxes)
