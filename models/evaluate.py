@@ -203,6 +203,42 @@ def evaluate(faces: list[Face], weights: str | Path, competitors: list[str], dec
     return EvalResult(rows, per_face, subsets, pupil_rows, shape_rows)
 
 
+@dataclass
+class SlidingCrop:
+    """How one weights file's landmarks move as the crop slides right across 4 heatmap cells in 0.2-cell
+    steps, on a real face (models.evaluate.sliding_crop). A network is not exactly equivariant: the
+    steps are compared with each landmark's own mean step."""
+
+    monotone_share: float       # landmarks that move left at every step
+    worst_step_back: float      # the most negative step / mean step (0 or above: none moved back)
+    within_2x_share: float      # landmarks whose largest step is at most 2x their mean step
+    worst_jump: float           # the largest step / mean step over all landmarks
+
+    def smooth(self) -> bool:
+        """The bar shipped weights meet: no jump when a point's integer peak changes cell."""
+        return (self.monotone_share >= 0.95 and self.worst_step_back > -0.5
+                and self.within_2x_share >= 0.9 and self.worst_jump < 3)
+
+
+def sliding_crop(weights: str | Path | None, image_bgr: np.ndarray) -> SlidingCrop:
+    """The sliding-crop trace of `weights` (None: the default) on the first face the detector finds in `image_bgr`, its
+    crop box settled from the detection as a new face is (torch backend: the training checkpoints)."""
+    lm = HIHLandmarker(weights, device="cpu", backend="torch")
+    first = settle(lm, image_bgr, lm(image_bgr, build_detector("blazeface")(image_bgr)[:1]))[0]
+    eng = lm.engine
+    lo, hi = first.landmarks_px.min(0), first.landmarks_px.max(0)
+    center, side = (lo + hi) / 2, float((hi - lo).max())
+    cell_px = 4 * side * eng.crop_scale / eng.input_px            # one heatmap cell in image px
+    xs = []
+    for dx in np.arange(0, 4 * cell_px, 0.2 * cell_px):
+        m = eng.crop_matrices((center + [dx, 0])[None], np.array([side]))
+        xs.append(eng.infer(eng.crops(image_bgr, m))[0][0, :, 0])
+    steps = -np.diff(np.array(xs), axis=0)                         # the crop moves right: points move left
+    ratio = steps / steps.mean(0)
+    return SlidingCrop(float((steps > 0).all(0).mean()), float(ratio.min()),
+                       float((ratio.max(0) <= 2).mean()), float(ratio.max()))
+
+
 def _failure_rate(nme: np.ndarray, limit: float = 0.1) -> float:
     """FR@limit % over the faces found (NaN = missed)."""
     found = nme[np.isfinite(nme)]

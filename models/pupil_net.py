@@ -65,6 +65,7 @@ def to_image(crop_pts: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class PupilTrainConfig:
+    width: int = 32                 # channels of the first layers (the middle ones have twice as many)
     steps: int = 3000
     batch_size: int = 64
     lr: float = 2e-3
@@ -81,7 +82,7 @@ def train_pupils(images: torch.Tensor, landmarks: torch.Tensor, pupils: torch.Te
     from models.data import AugmentConfig
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    net = PupilNet()
+    net = PupilNet(cfg.width)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.1)
     photo = AugmentConfig(brightness=0.4, contrast=0.4, saturation=0.4, grayscale_p=0.1, blur_p=0.2)
@@ -173,8 +174,9 @@ class PupilGraph(nn.Module):
 
 def load_pupil_net(weights: Path) -> PupilNet:
     from models.weights import load_checkpoint, load_into
-    net = PupilNet()
-    load_into(net, load_checkpoint(weights)["state_dict"], str(weights))
+    ck = load_checkpoint(weights)
+    net = PupilNet(ck.get("config", {}).get("width", 32))     # weights saved before the width was a setting: 32
+    load_into(net, ck["state_dict"], str(weights))
     return net.eval()
 
 

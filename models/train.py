@@ -51,6 +51,8 @@ class OptimConfig:
     real_val_tolerance: float = setting(0.0, 0.0)  # > 0 with a synthetic mix: the best checkpoint is the lowest
                                    # validation NME among those whose real-face validation NME is at most this
                                    # above the starting weights' (the near-frontal guardrail, NME %)
+    keep_epochs: bool = False      # also keep each evaluated epoch's weights (epoch_NNN.pt), so a checkpoint can be
+                                   # chosen afterwards on checks the validation NME does not see (the sliding crop)
 
 
 @dataclass
@@ -389,6 +391,8 @@ def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = 
             ck = {"state_dict": model.state_dict(), "optimizer": opt.state_dict(), "recipe": recipe.to_dict(),
                   "decode": best_decode, **state}
             save_checkpoint(ck, out_dir / "last.pt")
+            if o.keep_epochs:
+                save_checkpoint({k: v for k, v in ck.items() if k != "optimizer"}, out_dir / f"epoch_{state['epoch']:03d}.pt")
             allowed = not guarded or real_nme <= state["start_real_nme"] + o.real_val_tolerance
             if allowed and res[best_decode]["nme"] < state["best_nme"]:
                 state["best_nme"] = ck["best_nme"] = res[best_decode]["nme"]
