@@ -24,7 +24,7 @@ class PupilNet(nn.Module):
     """(N,3,32,32) ImageNet-normalised RGB eye crops -> (N,2) pupil in crop px (soft-argmax of a
     16x16 heatmap, stride 2)."""
 
-    def __init__(self, width: int = 32):
+    def __init__(self, width: int):
         super().__init__()
 
         def block(cin, cout, stride):
@@ -65,8 +65,9 @@ def to_image(crop_pts: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class PupilTrainConfig:
-    width: int = 32                 # channels of the first layers (the middle ones have twice as many)
-    steps: int = 3000
+    width: int = 16                 # channels of the first layers (the middle ones have twice as many); 32 cost
+                                    # 3x the time for the same WFLW pupils (models/weights/MODEL_CARD.md)
+    steps: int = 4000
     batch_size: int = 64
     lr: float = 2e-3
     jitter_shift: float = 0.06      # eye-centre noise, corner distances (the tracker's eye error is ~0.05)
@@ -175,7 +176,7 @@ class PupilGraph(nn.Module):
 def load_pupil_net(weights: Path) -> PupilNet:
     from models.weights import load_checkpoint, load_into
     ck = load_checkpoint(weights)
-    net = PupilNet(ck.get("config", {}).get("width", 32))     # weights saved before the width was a setting: 32
+    net = PupilNet(PupilTrainConfig(**ck.get("config", {})).width)
     load_into(net, ck["state_dict"], str(weights))
     return net.eval()
 

@@ -46,7 +46,7 @@ def test_eye_crops_round_trip_and_mirror_the_second_eye():
 
 
 def test_net_output_is_a_point_inside_the_crop():
-    net = PN.PupilNet()
+    net = PN.PupilNet(PN.PupilTrainConfig().width)
     out = net(torch.randn(5, 3, PP.EYE_PX, PP.EYE_PX))
     assert out.shape == (5, 2) and (out >= -0.5).all() and (out <= PP.EYE_PX - 0.5).all()
     assert sum(p.numel() for p in net.parameters()) < 200_000          # small: a fraction of a ms per eye
@@ -89,7 +89,7 @@ def _synthetic_eyes(n: int, seed: int):
 def test_the_network_learns_to_find_pupils():
     torch.set_num_threads(2)
     train, val = _synthetic_eyes(160, 0), _synthetic_eyes(32, 1)
-    before = PN.evaluate_pupils(PN.PupilNet(), *val)
+    before = PN.evaluate_pupils(PN.PupilNet(PN.PupilTrainConfig().width), *val)
     net, report = PN.train_pupils(*train, val, PN.PupilTrainConfig(steps=160, batch_size=32, lr=3e-3), log=lambda *_: None)
     after = PN.evaluate_pupils(net, *val)
     assert after < 0.5 * before and after < 0.03, (before, after)    # within 3 % of the inter-ocular distance
