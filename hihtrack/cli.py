@@ -580,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="web: measuring window per transport; avatar: seconds per landmarker")
     b.add_argument("--soak-minutes", dest="soak_minutes", type=_bounded(0, 600), default=0,
                    help="web: then stream for N minutes with tabs opening/closing and uploads, watching memory/threads/disk")
-    b.add_argument("--minutes", type=float, default=5.0, help="pipeline: length of the real-time paced run")
+    b.add_argument("--minutes", type=float, default=5.0, help="pipeline: real-time paced minutes per landmarker, in rounds")
     b.add_argument("--faces", type=_bounded(1, 200), default=4, help="jitter: real test faces to animate")
     b.add_argument("--data", help="folder holding 300w/ and wflw/ (default ../shared/data)")
     b.add_argument("--device", default="cpu", help="speed: cpu | cuda")
