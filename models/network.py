@@ -33,6 +33,10 @@ class NetworkConfig:
     roi_channels: int = 32       # feature channels sampled per landmark by the ROI head
     roi_radius: int = 2          # the ROI head reads a (2r+1)^2 window around the integer peak
     roi_hidden: int = 256
+    # the integer cell the ROI head reads at: the heatmap's maximum, or the cell nearest its centre of mass
+    # within 2 cells of it. A lopsided peak (a point near the crop edge) can put the maximum more than half
+    # a cell past the decimal window's reach; the centre of mass sits nearer the point
+    peak_cell: Literal["argmax", "centroid"] = "argmax"
     keep_unused_skip: bool = False  # official code builds a dead 1x1 skip in every Residual
     init: Literal["default", "official"] = "default"        # "official" = N(0, 0.001^2) convs; "default" = PyTorch's
 
@@ -205,8 +209,8 @@ class HIHNet(nn.Module):
     def forward(self, x: torch.Tensor, peak_cells: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """x (B,3,4H,4H) -> {"heatmaps": (B,S,K,H,H), "decimal": (B,K,D,D), "peak_cells": (B,K,2)}.
 
-        peak_cells: integer cell per landmark the decimal map refines; by default the argmax
-        of the last stack's heatmap (what the decoder uses), detached.
+        peak_cells: integer cell per landmark the decimal map refines; by default the last stack's
+        heatmap's cell chosen by `cfg.peak_cell` (what the decoder uses), detached.
         """
         x = self.pre_conv(x)
         heatmaps = []
@@ -217,7 +221,7 @@ class HIHNet(nn.Module):
             x = x + getattr(self, f"hg{i}_conv1")(feat) + getattr(self, f"hg{i}_conv2")(pred)
         last = heatmaps[-1]
         if peak_cells is None:
-            peak_cells = heatmap_argmax(last.detach())
+            peak_cells = PEAK_CELLS[self.cfg.peak_cell](last.detach())
         decimal = self.decimal_head(x, last.detach(), peak_cells)
         return {"heatmaps": torch.stack(heatmaps, 1), "decimal": decimal, "peak_cells": peak_cells}
 
@@ -260,6 +264,18 @@ def heatmap_argmax(heatmap: torch.Tensor) -> torch.Tensor:
     w = heatmap.shape[-1]
     idx = heatmap.flatten(2).argmax(-1)
     return torch.stack([idx % w, idx // w], dim=-1)
+
+
+def heatmap_centroid_cell(heatmap: torch.Tensor, radius: int = 2) -> torch.Tensor:
+    """(B,K,H,W) -> (B,K,2) integer (x, y): the cell nearest each map's centre of mass within `radius`
+    cells of its maximum."""
+    from models.codec import refine_centroid          # the codec's decodes build on this module
+    h, w = heatmap.shape[-2:]
+    cells = torch.round(refine_centroid(heatmap, radius)).long()
+    return torch.stack([cells[..., 0].clamp(0, w - 1), cells[..., 1].clamp(0, h - 1)], -1)
+
+
+PEAK_CELLS = {"argmax": heatmap_argmax, "centroid": heatmap_centroid_cell}
 
 
 def _official_init(m: nn.Module) -> None:

@@ -79,8 +79,8 @@ def test_save_load_round_trip(tmp_path):
         assert torch.equal(v, ck["state_dict"][k])
 
 
-@pytest.mark.parametrize("head", ["roi", "global"])
-def test_onnx_matches_pytorch(tmp_path, head):
+@pytest.mark.parametrize("head,peak_cell", [("roi", "argmax"), ("roi", "centroid"), ("global", "argmax")])
+def test_onnx_matches_pytorch(tmp_path, head, peak_cell):
     """The whole inference graph (uint8 crops -> normalisation -> network -> HIH decode, the
     calibrated decode included) gives the same points on onnxruntime as on torch."""
     from models.codec import HIHCodec
@@ -88,7 +88,7 @@ def test_onnx_matches_pytorch(tmp_path, head):
     from models.onnx_cache import OnnxGraph
     from models.torch_runner import DeployGraph
     torch.manual_seed(0)
-    cfg = NetworkConfig(num_landmarks=68, input_px=64, stacks=2, channels=32, depth=2, decimal_head=head)
+    cfg = NetworkConfig(num_landmarks=68, input_px=64, stacks=2, channels=32, depth=2, decimal_head=head, peak_cell=peak_cell)
     net = build_network(cfg).eval()
     # non-trivial BN statistics so the comparison means something
     for m in net.modules():
@@ -107,6 +107,20 @@ def test_onnx_matches_pytorch(tmp_path, head):
     assert onnx.facts == {"input_px": 64}
     out = onnx(crops.numpy())
     assert out.shape == (3, 68, 3) and np.abs(out - ref).max() < 1e-3
+
+
+def test_centroid_peak_cell_follows_the_mass_of_a_lopsided_peak():
+    """A symmetric peak: the cell of the maximum. A peak whose maximum is one cell but whose mass lies
+    mostly on the cells to its left (as at the crop edge): the cell nearest the centre of mass."""
+    from models.network import PEAK_CELLS
+    ys, xs = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    symmetric = torch.exp(-((xs - 9) ** 2 + (ys - 5) ** 2) / 4)
+    lopsided = torch.zeros(16, 16)                      # its maximum at x = 9, its mass around x = 8
+    lopsided[5, 7:11] = torch.tensor([0.9, 0.95, 1.0, 0.1])
+    lopsided[4, 7:10] = lopsided[6, 7:10] = torch.tensor([0.8, 0.85, 0.3])
+    maps = torch.stack([symmetric, lopsided])[None]     # (1,2,16,16)
+    assert PEAK_CELLS["argmax"](maps)[0].tolist() == [[9, 5], [9, 5]]
+    assert PEAK_CELLS["centroid"](maps)[0].tolist() == [[9, 5], [8, 5]]
 
 
 def test_the_shipped_graphs_belong_to_the_shipped_weights():
