@@ -267,12 +267,21 @@ def heatmap_argmax(heatmap: torch.Tensor) -> torch.Tensor:
 
 
 def heatmap_centroid_cell(heatmap: torch.Tensor, radius: int = 2) -> torch.Tensor:
-    """(B,K,H,W) -> (B,K,2) integer (x, y): the cell nearest each map's centre of mass within `radius`
-    cells of its maximum."""
-    from models.codec import refine_centroid          # the codec's decodes build on this module
+    """(B,K,H,W) -> (B,K,2) integer (x, y): the cell nearest each map's centre of mass (of its positive
+    part) within `radius` cells of its maximum. Only that window is read (a gather, as the ROI head
+    reads its window), so the decode costs little beside the network."""
     h, w = heatmap.shape[-2:]
-    cells = torch.round(refine_centroid(heatmap, radius)).long()
-    return torch.stack([cells[..., 0].clamp(0, w - 1), cells[..., 1].clamp(0, h - 1)], -1)
+    peak = heatmap_argmax(heatmap)
+    offsets = torch.arange(-radius, radius + 1, device=heatmap.device)
+    xs = (peak[..., 0, None, None] + offsets[None, :]).expand(*peak.shape[:2], len(offsets), len(offsets))
+    ys = (peak[..., 1, None, None] + offsets[:, None]).expand_as(xs)
+    inside = ((xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)).flatten(2)
+    flat = (ys.clamp(0, h - 1) * w + xs.clamp(0, w - 1)).flatten(2)                   # (B,K,P)
+    mass = torch.gather(heatmap.flatten(2), 2, flat).clamp_min(0) * inside.to(heatmap.dtype)
+    total = mass.sum(-1).clamp_min(1e-12)
+    cx = (mass * xs.flatten(2).to(heatmap.dtype)).sum(-1) / total
+    cy = (mass * ys.flatten(2).to(heatmap.dtype)).sum(-1) / total
+    return torch.stack([torch.round(cx).long().clamp(0, w - 1), torch.round(cy).long().clamp(0, h - 1)], -1)
 
 
 PEAK_CELLS = {"argmax": heatmap_argmax, "centroid": heatmap_centroid_cell}

@@ -121,6 +121,11 @@ def test_centroid_peak_cell_follows_the_mass_of_a_lopsided_peak():
     maps = torch.stack([symmetric, lopsided])[None]     # (1,2,16,16)
     assert PEAK_CELLS["argmax"](maps)[0].tolist() == [[9, 5], [9, 5]]
     assert PEAK_CELLS["centroid"](maps)[0].tolist() == [[9, 5], [8, 5]]
+    # on any maps, peaks at the border included: the rounded centre of mass of the decode's centroid
+    from models.codec import refine_centroid
+    noisy = torch.rand(3, 68, 16, 16) - 0.3
+    noisy[0, :, 0, 0] = noisy[1, :, 15, 7] = 5.0
+    assert torch.equal(PEAK_CELLS["centroid"](noisy), torch.round(refine_centroid(noisy, 2)).long())
 
 
 def test_the_shipped_graphs_belong_to_the_shipped_weights():
