@@ -154,19 +154,13 @@ class RoiDecimalHead(nn.Module):
         """feat (B,C,H,W), heatmap (B,K,H,W), peak_cells (B,K,2) integer (x, y) -> (B,K,D,D)."""
         b, k, h, w = heatmap.shape
         feat = self.reduce(feat)
-        r = self.radius
-        offsets = torch.arange(-r, r + 1, device=feat.device)
-        dy, dx = torch.meshgrid(offsets, offsets, indexing="ij")
-        xs = peak_cells[..., 0, None, None] + dx            # (B,K,2r+1,2r+1)
-        ys = peak_cells[..., 1, None, None] + dy
-        inside = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
-        flat = (ys.clamp(0, h - 1) * w + xs.clamp(0, w - 1)).flatten(2)          # (B,K,P)
+        _, _, inside, flat = cell_window(peak_cells, self.radius, h, w)           # (B,K,P)
         # features: gather each landmark's window from the shared map
         f = feat.flatten(2)                                                       # (B,C,HW)
         idx = flat.flatten(1)[:, None, :].expand(-1, f.shape[1], -1)              # (B,C,K*P)
         fw = torch.gather(f, 2, idx).view(b, f.shape[1], k, -1).permute(0, 2, 1, 3)  # (B,K,C,P)
         hw = torch.gather(heatmap.flatten(2), 2, flat)[:, :, None, :]             # (B,K,1,P)
-        win = torch.cat([fw, hw], dim=2) * inside.flatten(2)[:, :, None, :].to(fw.dtype)
+        win = torch.cat([fw, hw], dim=2) * inside[:, :, None, :].to(fw.dtype)
         x = F.relu(self.fc1(win.flatten(2)) + self.embed, inplace=True)
         return self.fc2(x).view(b, k, self.decimal_px, self.decimal_px)
 
@@ -266,21 +260,27 @@ def heatmap_argmax(heatmap: torch.Tensor) -> torch.Tensor:
     return torch.stack([idx % w, idx // w], dim=-1)
 
 
+def cell_window(cells: torch.Tensor, radius: int, h: int, w: int) -> tuple[torch.Tensor, ...]:
+    """(B,K,2) integer (x, y) cells -> the (2r+1)^2 window around each, (B,K,P) apiece: its cells' x and
+    y, whether they lie inside the HxW map, and their flat indices into it (clamped at the border)."""
+    offsets = torch.arange(-radius, radius + 1, device=cells.device)
+    dy, dx = torch.meshgrid(offsets, offsets, indexing="ij")
+    xs = (cells[..., 0, None, None] + dx).flatten(2)
+    ys = (cells[..., 1, None, None] + dy).flatten(2)
+    inside = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
+    return xs, ys, inside, ys.clamp(0, h - 1) * w + xs.clamp(0, w - 1)
+
+
 def heatmap_centroid_cell(heatmap: torch.Tensor, radius: int = 2) -> torch.Tensor:
     """(B,K,H,W) -> (B,K,2) integer (x, y): the cell nearest each map's centre of mass (of its positive
-    part) within `radius` cells of its maximum. Only that window is read (a gather, as the ROI head
-    reads its window), so the decode costs little beside the network."""
+    part) within `radius` cells of its maximum, the codec's refine_centroid rounded. Only that window is
+    read (cell_window, as the ROI head reads its own): masking the whole map instead cost 0.12 ms a call."""
     h, w = heatmap.shape[-2:]
-    peak = heatmap_argmax(heatmap)
-    offsets = torch.arange(-radius, radius + 1, device=heatmap.device)
-    xs = (peak[..., 0, None, None] + offsets[None, :]).expand(*peak.shape[:2], len(offsets), len(offsets))
-    ys = (peak[..., 1, None, None] + offsets[:, None]).expand_as(xs)
-    inside = ((xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)).flatten(2)
-    flat = (ys.clamp(0, h - 1) * w + xs.clamp(0, w - 1)).flatten(2)                   # (B,K,P)
+    xs, ys, inside, flat = cell_window(heatmap_argmax(heatmap), radius, h, w)
     mass = torch.gather(heatmap.flatten(2), 2, flat).clamp_min(0) * inside.to(heatmap.dtype)
     total = mass.sum(-1).clamp_min(1e-12)
-    cx = (mass * xs.flatten(2).to(heatmap.dtype)).sum(-1) / total
-    cy = (mass * ys.flatten(2).to(heatmap.dtype)).sum(-1) / total
+    cx = (mass * xs.to(heatmap.dtype)).sum(-1) / total
+    cy = (mass * ys.to(heatmap.dtype)).sum(-1) / total
     return torch.stack([torch.round(cx).long().clamp(0, w - 1), torch.round(cy).long().clamp(0, h - 1)], -1)
 
 
