@@ -80,6 +80,18 @@ def pupil_summary(pred: np.ndarray, gt: np.ndarray, io: np.ndarray) -> dict:
             "within_005": 100 * float((err.max(1) <= 0.05).mean()), "faces": int(ok.sum())}
 
 
+def pupil_table(found: dict[str, np.ndarray], gt: np.ndarray, io: np.ndarray) -> dict[str, dict]:
+    """method -> (N,2,2) px (NaN rows = not found) -> a pupil_summary per method, each on the faces it
+    found; with several methods, again on the faces all of them found (a method that finds more, harder
+    faces is not compared on those)."""
+    rows = {name: pupil_summary(pred, gt, io) for name, pred in found.items()}
+    if len(found) > 1:
+        every = np.logical_and.reduce([np.isfinite(pred).all((1, 2)) for pred in found.values()])
+        rows |= {f"{name}, on the faces all find": pupil_summary(np.where(every[:, None, None], pred, np.nan), gt, io)
+                 for name, pred in found.items()}
+    return rows
+
+
 def dlib_predictions(faces: list[Face], python: str) -> tuple[np.ndarray, np.ndarray]:
     """Run bench/dlib_landmarks.py in the benchmark environment (dlib is not a runtime dependency)."""
     import subprocess
@@ -197,7 +209,7 @@ def evaluate(faces: list[Face], weights: str | Path, competitors: list[str], dec
     if has_pupils:
         true = np.stack([f.landmarks_px[WFLW_PUPILS] for f in faces]).astype(np.float64)
         io = np.linalg.norm(gt[:, ocular[0]] - gt[:, ocular[1]], axis=-1)
-        pupil_rows = {name: pupil_summary(np.stack(v), true, io) for name, v in pupils.items() if v}
+        pupil_rows = pupil_table({name: np.stack(v) for name, v in pupils.items() if v}, true, io)
         outline = np.stack([[f.landmarks_px[e].mean(0) for e in WFLW_EYES] for f in faces]).astype(np.float64)
         pupil_rows[EYE_OUTLINE_BASELINE] = pupil_summary(outline, true, io)
     return EvalResult(rows, per_face, subsets, pupil_rows, shape_rows)

@@ -1,8 +1,8 @@
-"""models.evaluate's shape agreement: what eval reports for how well landmarks carry expressions."""
+"""models.evaluate: what eval reports for how well landmarks carry expressions, and pupils compared fairly."""
 import numpy as np
 import pytest
 
-from models.evaluate import shape_correlations
+from models.evaluate import pupil_table, shape_correlations
 
 
 def _mouth_open(pts: np.ndarray) -> dict[str, float]:
@@ -21,3 +21,19 @@ def test_shape_correlations_skip_missed_faces_and_follow_the_error():
     assert 0.3 < shape_correlations(noisy, gt, _mouth_open)["open"] < 0.9
     unrelated = rng.normal(0, 10, gt.shape)
     assert abs(shape_correlations(unrelated, gt, _mouth_open)["open"]) < 0.4
+
+
+def test_pupils_are_also_compared_on_the_faces_every_method_found():
+    gt = np.zeros((4, 2, 2))
+    io = np.full(4, 100.0)
+    many = np.ones((4, 2, 2))                 # 1.41 % IO on every face ...
+    many[3] = 30.0                            # ... and 42 % on the hard one the other method missed
+    few = np.full((4, 2, 2), 2.0)
+    few[3] = np.nan
+    rows = pupil_table({"many": many, "few": few}, gt, io)
+    assert rows["many"]["faces"] == 4 and rows["few"]["faces"] == 3
+    assert rows["many"]["mean"] > rows["few"]["mean"]                  # the hard face counts against it alone
+    common = rows["many, on the faces all find"]
+    assert common["faces"] == 3 and common["mean"] == pytest.approx(100 * np.sqrt(2) / 100)
+    assert rows["few, on the faces all find"]["mean"] == pytest.approx(rows["few"]["mean"])
+    assert set(pupil_table({"alone": many}, gt, io)) == {"alone"}
