@@ -14,7 +14,8 @@ For one pre-cropped face:
    far to near (painter's order) into a triangle-index image, and one `cv2.remap` pulls every output
    pixel from the source through its triangle's affine map.
 5. `march_jaw`: 300-W puts the jaw on the visible silhouette, so jaw points on the side turning
-   away are moved along the face's horizontal axis to the boundary of the rendered face mask.
+   away are moved along the face's horizontal axis to the boundary of the rendered face mask, then
+   spaced evenly along it from the chin (`space_evenly`), as the annotators space them.
 
 Coordinates: x right, y down, z away from the camera, all in crop px (orthographic projection).
 Yaw is a rotation about the vertical axis, positive turning the face towards image left (its
@@ -35,6 +36,7 @@ from models.data import CacheSpec, DataError, Face, precrop
 
 JAW_LEFT_IMAGE = tuple(range(0, 8))     # iBUG jaw points on the image-left half (the subject's right)
 JAW_RIGHT_IMAGE = tuple(range(9, 17))
+CHIN = 8
 IRIS_CENTRES = (468, 473)               # refined Face Mesh: the iris of the eye drawn by iBUG 36-41, then 42-47
 # iBUG point -> Face Mesh vertex for 8 points that both annotate the same way: eye and mouth corners,
 # nose tip, chin. The fit is kept only when these agree (pose-synthesis.md, recipe step 1).
@@ -344,6 +346,17 @@ def march_jaw(points2: np.ndarray, jaw: tuple[int, ...], mask: np.ndarray, axis:
     return out
 
 
+def space_evenly(points2: np.ndarray, chain: tuple[int, ...]) -> np.ndarray:
+    """Move the inner points of `chain` (indices in order along a contour) to equal arc-length steps
+    along the polyline through them; its two ends stay. -> (K,2) copy."""
+    out = points2.copy()
+    line = points2[list(chain)]
+    arc = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(line, axis=0), axis=1))]
+    even = np.linspace(0.0, arc[-1], len(chain))
+    out[list(chain)] = np.stack([np.interp(even, arc, line[:, 0]), np.interp(even, arc, line[:, 1])], axis=1)
+    return out
+
+
 @dataclass
 class ViewPlan:
     yaw_deg: float          # target yaw of the output face
@@ -384,6 +397,11 @@ def profile_view(image: np.ndarray, surface: Surface, anchors: Anchors, points3:
         eye_axis /= np.linalg.norm(eye_axis) + 1e-9
         outward = -eye_axis if far == JAW_LEFT_IMAGE else eye_axis
         marched = march_jaw(lms, far, mask, outward)
+        # 300-W's annotators space the contour points evenly along what is seen of it, from the chin to
+        # the ear (on real turned faces too: bench/RESULTS.md, Hard faces); marched straight across,
+        # the far side's points bunch towards the chin. Spaced evenly, then put back on the boundary.
+        chain = (CHIN, *far) if far == JAW_RIGHT_IMAGE else (CHIN, *far[::-1])
+        marched = march_jaw(space_evenly(marched, chain), far, mask, outward)
         lms = (1 - w) * lms + w * marched
     return View(out, lms.astype(np.float32), to_out(ext3).astype(np.float32), mask, plan.yaw_deg, plan.pitch_deg)
 

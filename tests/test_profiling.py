@@ -119,6 +119,26 @@ def test_marched_jaw_points_lie_on_the_face_boundary():
     assert np.abs(hidden - view.landmarks_px[list(far)]).max() > 3
 
 
+def test_far_jaw_points_are_spaced_evenly_from_the_chin():
+    """Annotators space the contour evenly along what is seen of it; the marched far side is too."""
+    s = _dome()
+    pts = _face_points(s, np.random.default_rng(4))
+    view, _ = _view(s, pts, 50.0)
+    for chain in ((P.CHIN, *P.JAW_RIGHT_IMAGE), (P.CHIN, *P.JAW_LEFT_IMAGE[::-1])):
+        steps = np.linalg.norm(np.diff(view.landmarks_px[list(chain)], axis=0), axis=1)
+        if steps.max() / steps.min() < 1.3:          # the far side (the near side keeps its own spacing)
+            break
+    else:
+        raise AssertionError("neither side of the jaw is evenly spaced")
+
+
+def test_space_evenly_keeps_the_ends_and_the_line():
+    pts = np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [10.0, 0.0], [10.0, 8.0], [5.0, 5.0]])
+    out = P.space_evenly(pts, (0, 1, 2, 3, 4))             # an L of length 18: steps of 4.5
+    assert np.allclose(out[[0, 4, 5]], pts[[0, 4, 5]])
+    assert np.allclose(out[1:4], [[4.5, 0.0], [9.0, 0.0], [10.0, 3.5]])
+
+
 def test_march_jaw_stops_at_the_mask_edge_from_both_sides():
     mask = np.zeros((100, 100), bool)
     cv2.circle(mask.view(np.uint8), (50, 50), 30, 1, -1)
