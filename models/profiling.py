@@ -357,6 +357,12 @@ def space_evenly(points2: np.ndarray, chain: tuple[int, ...]) -> np.ndarray:
     return out
 
 
+def far_jaw(points3: np.ndarray) -> tuple[int, ...]:
+    """The jaw half turned away from the camera (the deeper one, z away), in order from the chin."""
+    left_deeper = points3[list(JAW_LEFT_IMAGE), 2].mean() > points3[list(JAW_RIGHT_IMAGE), 2].mean()
+    return JAW_LEFT_IMAGE[::-1] if left_deeper else JAW_RIGHT_IMAGE
+
+
 @dataclass
 class ViewPlan:
     yaw_deg: float          # target yaw of the output face
@@ -392,16 +398,15 @@ def profile_view(image: np.ndarray, surface: Surface, anchors: Anchors, points3:
     w = float(np.clip((turned - march_from_deg) / (march_full_deg - march_from_deg), 0, 1))
     mask = (ids >= 0) & (ids < len(surface.triangles))
     if w > 0:
-        far = JAW_LEFT_IMAGE if pts3[list(JAW_LEFT_IMAGE), 2].mean() > pts3[list(JAW_RIGHT_IMAGE), 2].mean() else JAW_RIGHT_IMAGE
+        far = far_jaw(pts3)
         eye_axis = lms[45] - lms[36]
         eye_axis /= np.linalg.norm(eye_axis) + 1e-9
-        outward = -eye_axis if far == JAW_LEFT_IMAGE else eye_axis
+        outward = -eye_axis if far == JAW_LEFT_IMAGE[::-1] else eye_axis
         marched = march_jaw(lms, far, mask, outward)
         # 300-W's annotators space the contour points evenly along what is seen of it, from the chin to
         # the ear (on real turned faces too: bench/RESULTS.md, Hard faces); marched straight across,
         # the far side's points bunch towards the chin. Spaced evenly, then put back on the boundary.
-        chain = (CHIN, *far) if far == JAW_RIGHT_IMAGE else (CHIN, *far[::-1])
-        marched = march_jaw(space_evenly(marched, chain), far, mask, outward)
+        marched = march_jaw(space_evenly(marched, (CHIN, *far)), far, mask, outward)
         lms = (1 - w) * lms + w * marched
     return View(out, lms.astype(np.float32), to_out(ext3).astype(np.float32), mask, plan.yaw_deg, plan.pitch_deg)
 
