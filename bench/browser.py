@@ -26,15 +26,28 @@ def make_browser(tmp):
     return driver
 
 
-
-def wait(fn, timeout=60, what="condition"):
+def wait(fn, timeout=60, what="condition", seen=None):
+    """`fn()` once it is truthy; on timeout an AssertionError that names `what` and, given `seen`, what
+    `seen()` showed last (a flaky wait is then readable from the log alone)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         v = fn()
         if v:
             return v
         time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
+    last = f"; last seen: {seen()!r}" if seen else ""
+    raise AssertionError(f"timed out waiting for {what}{last}")
+
+
+def stats(driver) -> str:
+    """The page's live stats line (fps, latency, faces, stage times, smoothing)."""
+    return driver.find_element("css selector", "#stats").text
+
+
+def wait_stats(driver, text: str, timeout=60, what=None) -> str:
+    """Wait until the live stats show `text`; on timeout the error carries the stats last shown."""
+    return wait(lambda: text in (s := stats(driver)) and s, timeout=timeout, what=what or repr(text),
+                seen=lambda: stats(driver))
 
 
 def click(driver, css):

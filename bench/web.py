@@ -92,7 +92,7 @@ def glass_to_glass_ms(browser, transport: str, seconds: float = 8.0, fps: float 
 def measure(browser, server, url: str, transport: str, seconds: float) -> dict:
     import psutil
 
-    from bench.browser import click, wait
+    from bench.browser import click, stats, wait, wait_stats
     browser.get(url)
     if transport == "webrtc":
         wait(lambda: browser.find_elements("css selector", "#rtc-sid"), what="the WebRTC block")
@@ -110,17 +110,17 @@ def measure(browser, server, url: str, transport: str, seconds: float) -> dict:
         browser.execute_script("""window._srcs = new Set(); window._poll = setInterval(() => {
             const i = document.querySelector('#out img'); if (i && i.src) window._srcs.add(i.src); }, 5);""")
         count = lambda: browser.execute_script("return window._srcs.size")   # noqa: E731
-    wait(lambda: "faces 1" in browser.find_element("css selector", "#stats").text, timeout=120, what="a tracked face")
+    wait_stats(browser, "faces 1", timeout=120, what="a tracked face")
     time.sleep(2)
     srv = psutil.Process(server.pid)
     chrome = _chromium_procs()
     n0, t0, srv0, chr0 = count(), time.perf_counter(), _cpu_s([srv]), _cpu_s(chrome)
     time.sleep(seconds)
     n1, t1, srv1, chr1 = count(), time.perf_counter(), _cpu_s([srv]), _cpu_s(chrome)
-    stats = browser.find_element("css selector", "#stats").text
-    p50, p95 = _latency(stats)
+    page_stats = stats(browser)
+    p50, p95 = _latency(page_stats)
     g2g = glass_to_glass_ms(browser, transport)
-    tracked = re.search(r"([\d.]+) fps", stats)
+    tracked = re.search(r"([\d.]+) fps", page_stats)
     wall = t1 - t0
     if transport == "webrtc":
         click(browser, "#rtc-stop")
@@ -129,7 +129,7 @@ def measure(browser, server, url: str, transport: str, seconds: float) -> dict:
     return {"transport": transport, "browser_fps": (n1 - n0) / wall, "tracked_fps": float(tracked.group(1)) if tracked else float("nan"),
             "latency_p50_ms": p50, "latency_p95_ms": p95, "glass_to_glass_p50_ms": g2g[0], "glass_to_glass_p95_ms": g2g[1],
             "server_cpu_pct": 100 * (srv1 - srv0) / wall, "browser_cpu_pct": 100 * (chr1 - chr0) / wall,
-            "page_stats": stats.replace("\n", " ")}
+            "page_stats": page_stats.replace("\n", " ")}
 
 
 # (row name, transport, server flags), each on its own fresh server and browser
@@ -217,7 +217,7 @@ def run_web_soak(out: Path, minutes: float = 10, log=print) -> str:
     uploads a clip in turn. Every 10 s: the server's RSS, threads, and the size of its temp folder."""
     import psutil
 
-    from bench.browser import click, make_browser, start_web_app, wait
+    from bench.browser import click, make_browser, start_web_app, stats, wait, wait_stats
     from stream.demo import DemoSource
     from stream.video_writer import VideoWriter
     tmp = Path(tempfile.mkdtemp(prefix="hihtrack-soak-"))
@@ -239,7 +239,7 @@ def run_web_soak(out: Path, minutes: float = 10, log=print) -> str:
         streamer.get(url)
         wait(lambda: streamer.find_elements("css selector", "#rtc-sid"), what="the WebRTC block")
         click(streamer, "#rtc-start")
-        wait(lambda: "faces 1" in streamer.find_element("css selector", "#stats").text, timeout=120, what="a tracked face")
+        wait_stats(streamer, "faces 1", timeout=120, what="a tracked face")
         srv = psutil.Process(server.pid)
         t0, last_sample, step = time.time(), 0.0, 0
         opened, uploads = 0, 0
@@ -259,7 +259,7 @@ def run_web_soak(out: Path, minutes: float = 10, log=print) -> str:
                 churner.get(url)
                 wait(lambda: churner.find_elements("css selector", "#rtc-sid"), what="the WebRTC block")
                 click(churner, "#rtc-start")
-                wait(lambda: "faces" in churner.find_element("css selector", "#stats").text, timeout=120, what="second tab")
+                wait_stats(churner, "faces", timeout=120, what="second tab")
                 time.sleep(3)
                 churner.get("about:blank")
                 opened += 1
@@ -268,7 +268,7 @@ def run_web_soak(out: Path, minutes: float = 10, log=print) -> str:
                 last_sample = time.time()
                 samples.append({"t_s": round(last_sample - t0), "rss_mb": srv.memory_info().rss / 1e6, "threads": srv.num_threads(),
                                 "disk_mb": _disk_mb([p for p in tmp.iterdir() if p.name.startswith("hihtrack-web-")]),
-                                "stats": streamer.find_element("css selector", "#stats").text.split("\n")[0]})
+                                "stats": stats(streamer).split("\n")[0]})
                 log(samples[-1])
     finally:
         for b in (streamer, churner):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.browser import CHROMEDRIVER, CHROMIUM, click, start_web_app, wait
+from bench.browser import CHROMEDRIVER, CHROMIUM, click, start_web_app, stats, wait, wait_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -53,23 +53,23 @@ def test_webrtc_live_tab_streams_tracked_frames(app, browser):
     annotated frames with a tracked face (the frame rate is measured by `bench web`, not here)."""
     threads_before = _server_threads(app["proc"])
     _start_webrtc(browser, app["url"])
-    wait(lambda: "faces 1" in browser.find_element("css selector", "#stats").text, timeout=90, what="a tracked face")
+    wait_stats(browser, "faces 1", timeout=90, what="a tracked face")
     f0, t0 = _decoded(browser)
     time.sleep(10)
     f1, t1 = _decoded(browser)
     fps = (f1 - f0) / (t1 - t0)
-    stats = browser.find_element("css selector", "#stats").text
+    page_stats = stats(browser)
     browser.save_screenshot(str(ARTIFACTS / "web_webrtc.png"))
-    print(f"WebRTC: browser decoded {f1 - f0} frames in {t1 - t0:.1f} s = {fps:.1f} fps; page stats: {stats}; "
+    print(f"WebRTC: browser decoded {f1 - f0} frames in {t1 - t0:.1f} s = {fps:.1f} fps; page stats: {page_stats}; "
           f"server threads {threads_before} -> {_server_threads(app['proc'])}")
     # one face: a second track that a detection starts on the same face for a moment is merged soon
-    wait(lambda: "faces 1" in browser.find_element("css selector", "#stats").text, timeout=10, what="one tracked face")
+    wait_stats(browser, "faces 1", timeout=10, what="one tracked face")
     assert f1 - f0 > 10, (f0, f1)                        # frames keep flowing
     # the live tab's other controls reach the WebRTC session: calibration, recording with download
     click(browser, "#calibrate")
     wait(lambda: "neutral face taken" in browser.page_source, what="calibration message")
     click(browser, "#record input")
-    wait(lambda: "REC" in browser.find_element("css selector", "#stats").text, what="recording on")
+    wait_stats(browser, "REC", what="recording on")
     time.sleep(2)
     click(browser, "#record input")
     wait(lambda: "landmarks" in browser.find_element("css selector", "#rec_file").text.replace("\n", ""),
@@ -87,10 +87,10 @@ def test_webrtc_sessions_keep_their_own_settings_and_are_freed(app, browser):
     none_radio = wait(lambda: [r for r in browser.find_elements("css selector", "input[type=radio]")
                                if r.get_attribute("value") == "none"], what="smoothing radio")[0]
     browser.execute_script("arguments[0].click();", none_radio)
-    wait(lambda: "smoothing none" in browser.find_element("css selector", "#stats").text, timeout=60,
+    wait_stats(browser, "smoothing none", timeout=60,
          what="the second tab's own smoothing")
     browser.switch_to.window(first)
-    wait(lambda: "smoothing shape" in browser.find_element("css selector", "#stats").text, timeout=60,
+    wait_stats(browser, "smoothing shape", timeout=60,
          what="the first tab keeping its smoothing")
     busy = _server_threads(app["proc"])
     for handle in list(browser.window_handles):
@@ -123,15 +123,15 @@ def test_live_webcam_returns_annotated_frames(app, browser):
         window._srcs = new Set(); window._t0 = performance.now();
         window._poll = setInterval(() => { const i = document.querySelector('#out img'); if (i && i.src) window._srcs.add(i.src); }, 5);
     """)
-    wait(lambda: "faces 1" in browser.find_element("css selector", "#stats").text, timeout=90, what="a tracked face")
+    wait_stats(browser, "faces 1", timeout=90, what="a tracked face")
     time.sleep(15)
     n, secs = browser.execute_script("return [window._srcs.size, (performance.now() - window._t0) / 1000]")
-    stats = browser.find_element("css selector", "#stats").text
+    page_stats = stats(browser)
     browser.save_screenshot(str(ARTIFACTS / "web_live.png"))
-    print(f"browser saw {n} output frames in {secs:.1f} s = {n / secs:.1f} fps; page stats: {stats}")
-    fps = float(stats.split("fps")[0].strip(" *"))
+    print(f"browser saw {n} output frames in {secs:.1f} s = {n / secs:.1f} fps; page stats: {page_stats}")
+    fps = float(page_stats.split("fps")[0].strip(" *"))
     assert fps > 0 and n / secs > 2
-    wait(lambda: "faces 1" in browser.find_element("css selector", "#stats").text, timeout=10, what="one tracked face")
+    wait_stats(browser, "faces 1", timeout=10, what="one tracked face")
     # disk stays bounded: the cache sweep (every 5 s, files older than 5 s) keeps the folder small
     files = [p for p in app["cache"].rglob("*") if p.is_file()]
     assert len(files) < 0.8 * n + 50, (len(files), n)
@@ -189,7 +189,7 @@ def test_twenty_sessions_opened_and_closed_stay_bounded(app, browser):
     samples = []
     for i in range(20):
         _start_webrtc(browser, app["url"])
-        wait(lambda: "faces 1" in browser.find_element("css selector", "#stats").text, timeout=90, what=f"session {i}")
+        wait_stats(browser, "faces 1", timeout=90, what=f"session {i}")
         click(browser, "#rtc-stop")
         browser.get("about:blank")
         time.sleep(1.0)
