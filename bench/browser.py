@@ -6,13 +6,19 @@ import time
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
+# The fake camera loops the demo clip's first 100 frames there and back (stream.demo.write_y4m): 198
+# frames in the file, fewer than 2**STAMP_BITS, so every frame it shows has its own counter
+FAKE_CAMERA_CLIP_FRAMES = 100
+FAKE_CAMERA_FRAMES = 2 * FAKE_CAMERA_CLIP_FRAMES - 2
+
+
 def make_browser(tmp):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     from stream.demo import DemoSource, write_y4m
     clip = tmp / "face.y4m"
-    write_y4m(clip, DemoSource(frames=150), stamp=True)   # 150 < 2**STAMP_BITS: every frame has its own counter
+    write_y4m(clip, DemoSource(frames=FAKE_CAMERA_CLIP_FRAMES), stamp=True, there_and_back=True)
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -80,9 +80,11 @@ const diffs = [], end = performance.now() + 1000 * seconds;
 
 def glass_to_glass_ms(browser, transport: str, seconds: float = 8.0, fps: float = 30.0) -> tuple[float, float]:
     """(p50, p95) ms between the camera frame the page shows and the tracked frame it shows."""
+    from bench.browser import FAKE_CAMERA_FRAMES
     from stream.demo import FRAME_SIZE, STAMP_BITS, STAMP_PX
     browser.set_script_timeout(seconds + 30)
-    diffs = browser.execute_async_script(GLASS_TO_GLASS_JS, seconds, STAMP_BITS, STAMP_PX, 150, transport, *FRAME_SIZE)
+    diffs = browser.execute_async_script(GLASS_TO_GLASS_JS, seconds, STAMP_BITS, STAMP_PX, FAKE_CAMERA_FRAMES,
+                                         transport, *FRAME_SIZE)
     if not diffs:
         return float("nan"), float("nan")
     p50, p95 = np.percentile(np.array(diffs) * 1000 / fps, [50, 95])

@@ -190,16 +190,23 @@ def stamp_counter(image: np.ndarray, counter: int) -> None:
         image[y0:y0 + STAMP_PX, x0 + bit * STAMP_PX:x0 + (bit + 1) * STAMP_PX] = 255 if on else 0
 
 
-def write_y4m(path, source: DemoSource, stamp: bool = False) -> None:
-    """The clip as YUV4MPEG2 (I420), e.g. for Chromium's fake camera (--use-file-for-fake-video-capture);
-    `stamp`: each frame carries its index (stamp_counter), for glass-to-glass latency."""
+def write_y4m(path, source: DemoSource, stamp: bool = False, there_and_back: bool = False) -> int:
+    """The clip as YUV4MPEG2 (I420), e.g. for Chromium's fake camera (--use-file-for-fake-video-capture)
+    -> frames written. `stamp`: each frame carries its place in the file (stamp_counter), for
+    glass-to-glass latency. `there_and_back`: the clip forwards, then backwards without repeating its
+    ends, so a player that loops the file never makes the face jump (a camera's face does not teleport)."""
     w, h = FRAME_SIZE
+    images = [image for image, _ in source.frames()]
+    if there_and_back:
+        images += images[-2:0:-1]
     with open(path, "wb") as f:
         f.write(f"YUV4MPEG2 W{w} H{h} F{int(source.fps)}:1 Ip A1:1 C420jpeg\n".encode())
-        for i, (image, _) in enumerate(source.frames()):
+        for i, image in enumerate(images):
             if stamp:
+                image = image.copy()        # a frame shown twice gets its own counter each time
                 stamp_counter(image, i)
             f.write(b"FRAME\n" + cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420).tobytes())
+    return len(images)
 
 
 def write_shipped_clip(path: Path = SHIPPED_CLIP) -> Path:

@@ -96,6 +96,31 @@ def test_the_shipped_demo_clip_holds_the_rendered_frames():
     assert DemoSource(frames=SHIPPED_CLIP_FRAMES + 1).clip is None and DemoSource(faces=2).clip is None   # rendered
 
 
+def test_fake_camera_clip_loops_there_and_back_with_a_counter_per_frame(tmp_path):
+    """The browser's fake camera loops its file: played there and back, the face never jumps at the
+    loop, and each frame's stamp reads back as its place in the file (glass-to-glass latency)."""
+    from stream.demo import FRAME_SIZE, STAMP_BITS, STAMP_PX, write_y4m
+    w, h = FRAME_SIZE
+    path = tmp_path / "clip.y4m"
+    source = DemoSource(frames=6)
+    assert write_y4m(path, source, stamp=True, there_and_back=True) == 10
+    raw = path.read_bytes().split(b"FRAME\n")[1:]
+    luma = [np.frombuffer(f, np.uint8)[:w * h].reshape(h, w) for f in raw]
+    assert len(luma) == 10
+
+    def counter(y: np.ndarray) -> int:
+        x0, y0 = w - (STAMP_BITS + 1) * STAMP_PX, h - 2 * STAMP_PX
+        bits = [y[y0 + STAMP_PX // 2, x0 + b * STAMP_PX + STAMP_PX // 2] > 128 for b in range(STAMP_BITS)]
+        return int("".join("1" if b else "0" for b in bits), 2)
+
+    assert [counter(y) for y in luma] == list(range(10))
+    unstamped = lambda y: y[: h - 2 * STAMP_PX].astype(np.int16)    # noqa: E731
+    order = [0, 1, 2, 3, 4, 5, 4, 3, 2, 1]          # the loop goes on 1 -> 0: one step, like every other
+    for k, i in enumerate(order):
+        assert np.abs(unstamped(luma[k]) - unstamped(luma[i])).mean() < 0.01, (k, i)
+    assert np.abs(unstamped(luma[1]) - unstamped(luma[0])).mean() > 0.5     # the frames do differ
+
+
 def test_detector_finds_the_face_in_the_demo_clip():
     src = DemoSource(frames=60)
     det = build_detector("blazeface")
