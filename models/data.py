@@ -20,6 +20,7 @@ import torch
 
 from models import crop
 from models.degrade import degrade
+from models.eyelids import close_eyes
 from models.schema import IMAGE_EXTS, UserError
 from models.schemes import scheme_for
 
@@ -191,6 +192,8 @@ class AugmentConfig:
     defocus_p: float = 0.0
     low_light_p: float = 0.0       # dark exposure, gamma and strong sensor noise
     jpeg_p: float = 0.0            # quality 10-50
+    eyes_closed_p: float = 0.0     # a blink, a wink or a squint made from open eyes, landmarks moved with the lids
+                                   # (models.eyelids; 300-W has hardly any closed eyes)
     # second view for the consistency loss: a small extra similarity of the same crop
     pair_shift_px: float = 2.0     # U(+-) input px, sub-pixel
     pair_scale: float = 0.02       # U(1-s, 1+s)
@@ -290,6 +293,18 @@ def make_view_pair(cache: FaceCache, idx: torch.Tensor, input_px: int, aug: Augm
     view_a = _render(cache, idx, m_a, flip, input_px, aug, gen, device)
     view_b = _render(cache, idx, compose(a_to_b, m_a), flip, input_px, aug, gen, device)
     return view_a, view_b, a_to_b.float()
+
+
+def edit_expressions(cache: FaceCache, idx: torch.Tensor, aug: AugmentConfig, gen: torch.Generator
+                     ) -> tuple[FaceCache, torch.Tensor, torch.Tensor]:
+    """Expression edits drawn for a batch's faces (eyes closed: aug.eyes_closed_p), before its views
+    are cut, so that both views of a pair show the same face -> (a cache of the batch's faces, their
+    indices in it, (B,) bool which were edited). Without edits: the cache and idx as they were."""
+    unedited = torch.zeros(len(idx), dtype=torch.bool)
+    if aug.eyes_closed_p <= 0 or cache.landmarks.shape[1] != 68:
+        return cache, idx, unedited
+    images, landmarks, edited = close_eyes(cache.images[idx], cache.landmarks[idx], aug.eyes_closed_p, gen)
+    return FaceCache(images, landmarks, []), torch.arange(len(idx)), edited
 
 
 def _view_matrices(cache: FaceCache, idx: torch.Tensor, input_px: int, aug: AugmentConfig | None,

@@ -101,14 +101,15 @@ def _ddp() -> tuple[int, int]:
 
 
 def forward_and_loss(model, recipe: Recipe, codec: HIHCodec, x, pts, a_to_b: torch.Tensor | None = None,
-                     teacher: torch.nn.Module | None = None, real: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                     teacher: torch.nn.Module | None = None, real: torch.Tensor | None = None,
+                     taught: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """One training forward: the decimal target refers to the cell the decimal map refines.
 
     a_to_b: when given, x and pts hold two views (first half a, second half b) of the same faces and
     (B,2,3) maps view-a input px to view-b input px; the consistency term compares their decodes.
     teacher: when given, its last integer heatmap and its decimal distribution at the student's cells
     are a second target (loss.distill_weight), on the faces where real (B,) is True when
-    loss.distill_on is "real".
+    loss.distill_on is "real" (taught (B,), when given, narrows them: real faces the teacher knows).
     """
     use_gt_cell = recipe.model.decimal_head == "global" or recipe.optim.roi_cell == "gt"
     if use_gt_cell:
@@ -123,7 +124,7 @@ def forward_and_loss(model, recipe: Recipe, codec: HIHCodec, x, pts, a_to_b: tor
         da, db = decoded.chunk(2)
         parts["consistency"] = consistency_loss(D.crop.transform_points(a_to_b.to(da.device), da), db, codec.stride)
         parts["loss"] = parts["loss"] + recipe.loss.consistency_weight * parts["consistency"]
-    taught_rows = real if recipe.loss.distill_on == "real" and real is not None else None
+    taught_rows = (real if taught is None else taught) if recipe.loss.distill_on == "real" and real is not None else None
     if teacher is not None and (taught_rows is None or taught_rows.any()):
         if taught_rows is not None:
             x = x[taught_rows]
@@ -171,13 +172,14 @@ def load_teacher(recipe: Recipe, device) -> torch.nn.Module | None:
 
 
 def training_batch(tr: D.FaceCache, idx: torch.Tensor, recipe: Recipe, gen: torch.Generator, dev) -> tuple:
-    """(x, pts, a_to_b): one augmented view per face, or two (stacked, so rows i and B+i are face i)
-    when the consistency loss is on."""
+    """(x, pts, a_to_b, edited): one augmented view per face, or two (stacked, so rows i and B+i are
+    face i) when the consistency loss is on; edited (B,): the faces given an expression edit."""
+    tr, idx, edited = D.edit_expressions(tr, idx, recipe.augment, gen)
     if recipe.loss.consistency_weight <= 0:
         x, pts, _ = D.make_batch(tr, idx, recipe.model.input_px, recipe.augment, gen, dev)
-        return x, pts, None
+        return x, pts, None, edited
     (xa, pa, _), (xb, pb, _), a_to_b = D.make_view_pair(tr, idx, recipe.model.input_px, recipe.augment, gen, dev)
-    return torch.cat([xa, xb]), torch.cat([pa, pb]), a_to_b
+    return torch.cat([xa, xb]), torch.cat([pa, pb]), a_to_b, edited
 
 
 @torch.inference_mode()
@@ -352,11 +354,14 @@ def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = 
             lr = o.lr * min(1.0, (state["step"] + 1) / o.warmup_steps) * 0.5 * (1 + math.cos(math.pi * progress))
             for g in opt.param_groups:
                 g["lr"] = lr
-            x, pts, a_to_b = training_batch(tr, idx, recipe, gen, dev)
-            real = (idx < n_real).repeat(len(x) // len(idx)).to(dev)
+            x, pts, a_to_b, edited = training_batch(tr, idx, recipe, gen, dev)
+            views = len(x) // len(idx)
+            real = (idx < n_real).repeat(views).to(dev)
+            # the teacher has not seen an edited expression (it draws closed eyes open): it teaches the unedited
+            taught = ((idx < n_real) & ~edited).repeat(views).to(dev)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
                 parts = forward_and_loss(net, recipe, codec, x.contiguous(memory_format=torch.channels_last), pts, a_to_b,
-                                         teacher, real)
+                                         teacher, real, taught)
             opt.zero_grad(set_to_none=True)
             parts["loss"].backward()
             if o.grad_clip > 0:

@@ -223,8 +223,8 @@ def test_distillation_pulls_the_student_towards_the_teacher(tmp_path):
 
 
 def test_distillation_on_real_faces_only_leaves_the_synthetic_ones_out(tmp_path):
-    """loss.distill_on "real": the distillation term is the one of the real rows alone, and a batch
-    without real faces has none."""
+    """loss.distill_on "real": the distillation term is the one of the real rows alone (of those the
+    teacher knows, when `taught` narrows them), and a batch without real faces has none."""
     from models.network import build_network
     from models.train import forward_and_loss, load_teacher
     from models.weights import save_checkpoint
@@ -241,6 +241,11 @@ def test_distillation_on_real_faces_only_leaves_the_synthetic_ones_out(tmp_path)
     assert float(mixed) == pytest.approx(float(alone), rel=1e-5)
     none = forward_and_loss(student, recipe, codec, x, pts, teacher=teacher, real=torch.zeros(4, dtype=torch.bool))
     assert "distill" not in none
+    # a real face given an expression edit the teacher never saw (closed eyes) is not taught
+    taught = torch.tensor([True, False, False, False])
+    narrowed = forward_and_loss(student, recipe, codec, x, pts, teacher=teacher, real=real, taught=taught)["distill"]
+    first = forward_and_loss(student, recipe, codec, x[taught], pts[taught], teacher=teacher)["distill"]
+    assert float(narrowed) == pytest.approx(float(first), rel=1e-5)
 
 
 @pytest.mark.slow
