@@ -336,7 +336,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import yaml
 
     from models.schema import deep_merge, dotted, read_yaml
-    from models.train import Recipe, train
+    from models.train import Recipe, augmentation_sheet, train, training_set
 
     overrides = {}
     for item in args.set or []:  # e.g. --set optim.lr=0.002
@@ -347,6 +347,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     recipe = Recipe.from_dict(deep_merge(read_yaml(args.config), dotted(overrides)))
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.preview:
+        tr, _, _, weights = training_set(recipe, args.data, Path(args.cache) if args.cache else None)
+        augmentation_sheet(recipe, tr, weights, Path(args.preview))
+        print(f"wrote {args.preview}: training inputs as the network gets them, with their landmarks; no training run")
+        return 0
     state = train(recipe, args.data, Path(args.out), args.device, Path(args.resume) if args.resume else None,
                   Path(args.cache) if args.cache else None, init=Path(args.init) if args.init else None)
     done = f"done: {state['epoch']} epochs, {state['step']} steps, {state['elapsed_s'] / 60:.1f} min, "
@@ -599,6 +604,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init", help="start from these weights (e.g. the shipped ones) with a fresh optimizer: fine-tuning")
     t.add_argument("--threads", type=_bounded(0, 256), default=0)
     t.add_argument("--set", action="append", help="override a recipe value, e.g. optim.lr=0.002")
+    t.add_argument("--preview", metavar="PNG", help="write a sheet of augmented training inputs with their landmarks "
+                   "(to look at before a long run) and stop")
     t.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("synth-poses", help="large-pose training faces made from the annotated ones (face profiling), "

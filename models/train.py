@@ -272,6 +272,51 @@ def _init_state(init: Path, cfg: NetworkConfig) -> dict:
     return slim(wide, cfg).state_dict()
 
 
+def training_set(recipe: Recipe, data: str | Path | None, cache_dir: Path | None = None
+                 ) -> tuple[D.FaceCache, D.FaceCache, int, torch.Tensor | None]:
+    """The recipe's faces -> (train, validation, how many of train are real (they come first), sampling
+    weights or None). recipe.data.val_faces real faces are held out, with their synthetic views."""
+    spec = D.CacheSpec(recipe.data.cache_side_px, recipe.data.cache_box_scale)
+    if cache_dir is not None and (cache_dir / "meta.json").exists():
+        full = D.load_cache(cache_dir)
+    else:
+        full = D.cache_in_memory(D.load_faces(data, "train"), spec, recipe.data.workers)
+    perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(recipe.optim.seed))
+    n_val = recipe.data.val_faces
+    tr = D.FaceCache(full.images[perm[n_val:]], full.landmarks[perm[n_val:]], [])
+    val = D.FaceCache(full.images[perm[:n_val]], full.landmarks[perm[:n_val]], []) if n_val else tr
+    n_real = len(tr)
+    if recipe.data.synth:
+        tr, val = _mix_synthetic(tr, val, Path(recipe.data.synth).expanduser(), perm[:n_val])
+    return tr, val, n_real, sampling_weights(tr.landmarks, n_real, recipe.data)
+
+
+def augmentation_sheet(recipe: Recipe, tr: D.FaceCache, weights: torch.Tensor | None, out_png: Path,
+                       count: int = 48, columns: int = 8, seed: int = 0) -> None:
+    """A grid of training inputs exactly as the network gets them (sampled as training samples,
+    expression edits, crop, photometry, occluders, degradations) with their landmarks (jaw red, eyes
+    yellow), for a person to look at before a long run."""
+    import cv2
+    gen = torch.Generator().manual_seed(seed)
+    idx = (torch.multinomial(weights, count, replacement=True, generator=gen) if weights is not None
+           else torch.randint(0, len(tr), (count,), generator=gen))
+    x, pts, _, _ = training_batch(tr, idx, replace(recipe, loss=replace(recipe.loss, consistency_weight=0.0)), gen, "cpu")
+    mean, std = torch.tensor(D.IMAGENET_MEAN)[:, None, None], torch.tensor(D.IMAGENET_STD)[:, None, None]
+    rgb = ((x * std + mean).clamp(0, 1) * 255).round().byte()
+    jaw, eyes = set(scheme_for(pts.shape[1]).jaw), set(range(36, 48)) if pts.shape[1] == 68 else set()
+    tiles = []
+    for img, p in zip(rgb, pts):
+        tile = np.ascontiguousarray(img.permute(1, 2, 0).numpy()[:, :, ::-1])
+        for k, (px, py) in enumerate(p.numpy()):
+            colour = (0, 0, 255) if k in jaw else (0, 255, 255) if k in eyes else (0, 255, 0)
+            cv2.circle(tile, (int(round(px)), int(round(py))), 1, colour, -1)
+        tiles.append(tile)
+    tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % columns)
+    rows = [np.concatenate(tiles[r:r + columns], 1) for r in range(0, len(tiles), columns)]
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out_png), np.concatenate(rows, 0))
+
+
 def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = "auto", resume: Path | None = None,
           cache_dir: Path | None = None, log=print, init: Path | None = None) -> dict:
     rank, world = _ddp()
@@ -283,19 +328,8 @@ def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = 
     out_dir.mkdir(parents=True, exist_ok=True)
 
     resumed = load_checkpoint(resume) if resume is not None else None   # a bad file fails before the data loads
-    spec = D.CacheSpec(recipe.data.cache_side_px, recipe.data.cache_box_scale)
-    if cache_dir is not None and (cache_dir / "meta.json").exists():
-        full = D.load_cache(cache_dir)
-    else:
-        full = D.cache_in_memory(D.load_faces(data, "train"), spec, recipe.data.workers)
-    perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(o.seed))
+    tr, val, n_real, weights = training_set(recipe, data, cache_dir)
     n_val = recipe.data.val_faces
-    tr = D.FaceCache(full.images[perm[n_val:]], full.landmarks[perm[n_val:]], [])
-    val = D.FaceCache(full.images[perm[:n_val]], full.landmarks[perm[:n_val]], []) if n_val else tr
-    n_real = len(tr)
-    if recipe.data.synth:
-        tr, val = _mix_synthetic(tr, val, Path(recipe.data.synth).expanduser(), perm[:n_val])
-    weights = sampling_weights(tr.landmarks, n_real, recipe.data)
     if rank == 0:
         log(f"training on {len(tr)} faces ({n_real} real), validating on {len(val)}"
             + (f"; pose-balanced sampling (power {recipe.data.balance_power}), synthetic share "

@@ -286,3 +286,25 @@ def test_guarded_selection_keeps_only_checkpoints_within_the_real_face_tolerance
         assert real_face_nme(net, val, 2, recipe, torch.device("cpu")) <= start + tol + 1e-6
     allowed = [float(r["val_real_hih"]) <= start + tol for r in rows]
     assert (tmp_path / "run" / "best.pt").exists() == any(allowed)
+
+
+def test_the_preview_sheet_shows_inputs_with_closed_eyes_where_the_recipe_asks(tiny_cache, tmp_path):
+    """`train --preview`: a grid of inputs as the network gets them; with augment.eyes_closed_p=1 every
+    face's upper lid lies on its lower one, in the image the sheet shows and in the landmarks drawn."""
+    from models.train import augmentation_sheet, training_batch, training_set
+    recipe = Recipe.from_dict({**TINY, "augment": {**TINY["augment"], "eyes_closed_p": 1.0}})
+    tr, val, n_real, weights = training_set(recipe, None, tiny_cache)
+    assert len(tr) == n_real == 8 and val is tr and weights is None          # val_faces=0: no hold-out
+    augmentation_sheet(recipe, tr, weights, tmp_path / "sheet.png", count=12, columns=5)
+    import cv2
+    sheet = cv2.imread(str(tmp_path / "sheet.png"))
+    assert sheet.shape == (3 * 64, 5 * 64, 3)
+    yellow = np.all(sheet == (0, 255, 255), axis=-1).sum()                   # the eye points are drawn
+    assert yellow > 12 * 6
+    _, pts, _, edited = training_batch(tr, torch.arange(8), recipe, torch.Generator().manual_seed(0), "cpu")
+    assert edited.all()
+    from stream.expressions import ExpressionEstimator
+    est = ExpressionEstimator()
+    blinks = [est.blendshapes(p.numpy().astype(np.float64)) for p in pts]
+    closed = [max(b["eyeBlinkLeft"], b["eyeBlinkRight"]) for b in blinks]
+    assert min(closed) > 0.4, closed                                          # half-closed at least, one eye
