@@ -22,7 +22,9 @@ EYES = (((36, 39), (37, 38), (41, 40)), ((42, 45), (43, 44), (47, 46)))
 SKIN_ABOVE = 0.5          # the band of skin that slides down, in eye widths above the lid (below the brow)
 LID_MARGIN = 0.04         # eye widths: the lid's edge is taken this far above the annotated upper lid and,
                           # closed, covers this far past the annotated lower lid (the lines may sit inside)
-MIN_EYE_PX = 4.0          # narrower eyes (a profile's far eye) are left alone
+MIN_EYE_PX = 4.0          # narrower eyes are left alone
+MIN_WIDTH_RATIO = 0.8     # faces whose eyes differ more in width (turned beyond about 30 degrees) are left
+                          # alone: the far eye's lid band would reach over the nose's edge
 
 
 def _lid(uv: np.ndarray, width: float) -> tuple[float, float] | None:
@@ -90,12 +92,14 @@ def close_eye(image: np.ndarray, landmarks: np.ndarray, eye: int, amount: float)
 
 def close_eyes(images: torch.Tensor, landmarks: torch.Tensor, p: float, gen: torch.Generator
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """images (B,3,H,W) uint8, landmarks (B,68,2): with probability p per face, a blink (both eyes
-    by one amount, in a quarter of them one eye: a wink), half of them fully closed, the rest
-    half to nearly closed -> (images, landmarks, (B,) bool which faces were picked). New tensors; the
-    inputs are not changed."""
+    """images (B,3,H,W) uint8, landmarks (B,68,2): with probability p per face that is not turned
+    far (MIN_WIDTH_RATIO), a blink (both eyes by one amount, in a quarter of them one eye: a wink),
+    half of them fully closed, the rest half to nearly closed -> (images, landmarks, (B,) bool which
+    faces were picked). New tensors; the inputs are not changed."""
     rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-    picked = torch.from_numpy(rng.random(len(images)) < p)
+    widths = torch.stack([(landmarks[:, c1] - landmarks[:, c0]).norm(dim=-1) for (c0, c1), _, _ in EYES], 1)
+    frontal = widths.amin(1) >= MIN_WIDTH_RATIO * widths.amax(1)
+    picked = torch.from_numpy(rng.random(len(images)) < p) & frontal
     if not picked.any():
         return images, landmarks, picked
     images, landmarks = images.clone(), landmarks.clone()

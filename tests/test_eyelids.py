@@ -101,6 +101,9 @@ def test_close_eyes_on_a_batch_edits_copies_of_the_picked_faces():
     assert torch.equal(out[~picked], images[~picked])
     none = close_eyes(images, landmarks, 0.0, torch.Generator().manual_seed(0))
     assert not none[2].any() and none[0] is images
+    turned = landmarks.clone()
+    turned[:, 42:48, 0] = turned[:, 42:48, 0].mean() + (turned[:, 42:48, 0] - turned[:, 42:48, 0].mean()) * 0.6
+    assert not close_eyes(images, turned, 1.0, torch.Generator().manual_seed(0))[2].any()   # far eye foreshortened
 
 
 def test_both_views_of_a_training_pair_show_the_same_edited_face():
