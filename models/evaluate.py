@@ -64,6 +64,7 @@ class EvalResult:
     subsets: dict[str, dict[str, float]]
     pupils: dict[str, dict] = field(default_factory=dict)   # method -> pupil summary (faces with annotated pupils)
     shapes: dict[str, dict[str, float]] = field(default_factory=dict)   # method -> {shape: correlation with the annotation's}
+    blinks: dict[str, dict[str, int]] = field(default_factory=dict)     # method -> closed_eyes()
 
 
 WFLW_PUPILS = [96, 97]      # the pupil of the eye drawn by 60-67 (iBUG 36-41), then 68-75
@@ -139,6 +140,19 @@ def shape_correlations(pred: np.ndarray, gt: np.ndarray, shapes: Callable[[np.nd
     return out
 
 
+BLINK_SHAPES, CLOSED = ("eyeBlinkLeft", "eyeBlinkRight"), 0.5
+
+
+def closed_eyes(pred: np.ndarray, gt: np.ndarray, shapes: Callable[[np.ndarray], dict[str, float]]) -> dict[str, int]:
+    """pred, gt (N,68,2) px (NaN rows = not found) -> over the faces found, the eyes annotated closed
+    (eyeBlink from the annotation > CLOSED), how many of them the method shows closed, and how many
+    annotated open ones it shows closed: whether an avatar blinks when its user does."""
+    ok = np.isfinite(pred).all((1, 2))
+    ours = np.array([[shapes(q)[k] for k in BLINK_SHAPES] for q in pred[ok]]).reshape(-1, 2) > CLOSED
+    truth = np.array([[shapes(g)[k] for k in BLINK_SHAPES] for g in gt[ok]]).reshape(-1, 2) > CLOSED
+    return {"closed": int(truth.sum()), "seen_closed": int((ours & truth).sum()), "false_closed": int((ours & ~truth).sum())}
+
+
 def evaluate(faces: list[Face], weights: str | Path, competitors: list[str], decodes=("hih", "dark", "argmax"),
              device: str = "cpu", dlib_python: str | None = None, protocol: str = "detector",
              refine_passes: int = 3, views=(1,), log=lambda message: None,
@@ -182,12 +196,13 @@ def evaluate(faces: list[Face], weights: str | Path, competitors: list[str], dec
         preds[DLIB_NAME] = list(pts)
         detected_override[DLIB_NAME] = int(det.sum())
     ocular = SCHEMES[68].ocular
-    rows, per_face, parts, shape_rows = {}, {}, {}, {}
+    rows, per_face, parts, shape_rows, blinks = {}, {}, {}, {}, {}
     for name, p in preds.items():
         ok = np.array([q is not None for q in p])
         arr = np.stack([q if q is not None else np.full((68, 2), np.nan) for q in p])
         if shapes is not None:
             shape_rows[name] = shape_correlations(arr, gt, shapes)
+            blinks[name] = closed_eyes(arr, gt, shapes)
         nme = nme_per_face(arr[ok], gt[ok], ocular)
         per_face[name] = np.where(ok, 0, np.nan)
         per_face[name][ok] = nme
@@ -212,7 +227,7 @@ def evaluate(faces: list[Face], weights: str | Path, competitors: list[str], dec
         pupil_rows = pupil_table({name: np.stack(v) for name, v in pupils.items() if v}, true, io)
         outline = np.stack([[f.landmarks_px[e].mean(0) for e in WFLW_EYES] for f in faces]).astype(np.float64)
         pupil_rows[EYE_OUTLINE_BASELINE] = pupil_summary(outline, true, io)
-    return EvalResult(rows, per_face, subsets, pupil_rows, shape_rows)
+    return EvalResult(rows, per_face, subsets, pupil_rows, shape_rows, blinks)
 
 
 @dataclass
@@ -284,11 +299,15 @@ def write_report(res: EvalResult, out_dir: Path, title: str) -> str:
         for k in REPORTED_SHAPES:
             if all(k in res.shapes[n] for n in names):
                 lines.append(f"| {k} | " + " | ".join(f"{res.shapes[n][k]:.3f}" for n in names) + " |")
+        if res.blinks and all(n in res.blinks for n in names):
+            lines.append(f"| eyes annotated closed (eyeBlink > {CLOSED}) shown closed | "
+                         + " | ".join(f"{b['seen_closed']} of {b['closed']}" for b in (res.blinks[n] for n in names)) + " |")
+            lines.append("| open eyes shown closed | " + " | ".join(str(res.blinks[n]["false_closed"]) for n in names) + " |")
     md = "\n".join(lines) + "\n"
     slug = "eval_" + re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")
     (out_dir / f"{slug}.md").write_text(md)
     (out_dir / f"{slug}.json").write_text(json.dumps({"rows": res.rows, "subsets": res.subsets, "pupils": res.pupils,
-                                                      "shapes": res.shapes}, indent=1))
+                                                      "shapes": res.shapes, "blinks": res.blinks}, indent=1))
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from models.evaluate import pupil_table, shape_correlations
+from models.evaluate import closed_eyes, pupil_table, shape_correlations
 
 
 def _mouth_open(pts: np.ndarray) -> dict[str, float]:
@@ -21,6 +21,22 @@ def test_shape_correlations_skip_missed_faces_and_follow_the_error():
     assert 0.3 < shape_correlations(noisy, gt, _mouth_open)["open"] < 0.9
     unrelated = rng.normal(0, 10, gt.shape)
     assert abs(shape_correlations(unrelated, gt, _mouth_open)["open"]) < 0.4
+
+
+def _eyes(rows: list) -> np.ndarray:
+    """Faces whose 68 'points' all carry (blink left, blink right); None: a missed face (NaN)."""
+    out = np.full((len(rows), 68, 2), np.nan)
+    for i, r in enumerate(rows):
+        if r is not None:
+            out[i] = r
+    return out
+
+
+def test_closed_eyes_counts_blinks_seen_and_open_eyes_taken_for_closed():
+    blink = lambda pts: {"eyeBlinkLeft": float(pts[0, 0]), "eyeBlinkRight": float(pts[0, 1])}   # noqa: E731
+    gt = _eyes([(0.9, 0.9), (0.9, 0.1), (0.1, 0.1), (0.8, 0.8)])
+    pred = _eyes([(0.7, 0.2), (0.9, 0.6), (0.1, 0.1), None])         # the last face missed: left out
+    assert closed_eyes(pred, gt, blink) == {"closed": 3, "seen_closed": 2, "false_closed": 1}
 
 
 def test_pupils_are_also_compared_on_the_faces_every_method_found():
