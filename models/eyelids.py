@@ -19,6 +19,7 @@ import torch
 
 # iBUG-68 eyes: corners (first, last along u), upper lid and lower lid (in the order of the corners)
 EYES = (((36, 39), (37, 38), (41, 40)), ((42, 45), (43, 44), (47, 46)))
+UPPER_LIDS = tuple(i for _, upper, _ in EYES for i in upper)     # the points a closing lid moves
 SKIN_ABOVE = 0.5          # the band of skin that slides down, in eye widths above the lid (below the brow)
 LID_MARGIN = 0.04         # eye widths: the lid's edge is taken this far above the annotated upper lid and,
                           # closed, covers this far past the annotated lower lid (the lines may sit inside)

@@ -30,6 +30,9 @@ class LossConfig:
     # jaw to the rendered silhouette, an approximation of 300-W's convention, and every synthetic mix so
     # far moved the jaw of real faces off their annotation
     synth_jaw_weight: float = 1.0
+    # the upper-lid points of faces given closed eyes (augment.eyes_closed_p), against the rest: closing moves
+    # them about one heatmap cell, a lesson that at weight 1 is lost among the 68 points of every face
+    closed_lid_weight: float = 1.0
 
 
 def heatmap_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:

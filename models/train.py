@@ -26,6 +26,7 @@ import torch.distributed as dist
 
 from models import data as D
 from models.codec import HIHCodec, build_codec
+from models.eyelids import UPPER_LIDS
 from models.losses import LossConfig, consistency_loss, hih_loss
 from models.metrics import nme_per_face, summarize
 from models.network import NetworkConfig, build_network, slim
@@ -102,7 +103,7 @@ def _ddp() -> tuple[int, int]:
 
 def forward_and_loss(model, recipe: Recipe, codec: HIHCodec, x, pts, a_to_b: torch.Tensor | None = None,
                      teacher: torch.nn.Module | None = None, real: torch.Tensor | None = None,
-                     taught: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                     taught: torch.Tensor | None = None, edited: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """One training forward: the decimal target refers to the cell the decimal map refines.
 
     a_to_b: when given, x and pts hold two views (first half a, second half b) of the same faces and
@@ -110,6 +111,7 @@ def forward_and_loss(model, recipe: Recipe, codec: HIHCodec, x, pts, a_to_b: tor
     teacher: when given, its last integer heatmap and its decimal distribution at the student's cells
     are a second target (loss.distill_weight), on the faces where real (B,) is True when
     loss.distill_on is "real" (taught (B,), when given, narrows them: real faces the teacher knows).
+    edited (B,): the rows given closed eyes (their lids weigh loss.closed_lid_weight).
     """
     use_gt_cell = recipe.model.decimal_head == "global" or recipe.optim.roi_cell == "gt"
     if use_gt_cell:
@@ -118,7 +120,7 @@ def forward_and_loss(model, recipe: Recipe, codec: HIHCodec, x, pts, a_to_b: tor
     else:
         out = model(x)
     targets = codec.encode(pts, cells=out["peak_cells"])
-    parts = hih_loss(out, targets, recipe.loss, point_weights(recipe.loss, pts.shape[1], real))
+    parts = hih_loss(out, targets, recipe.loss, point_weights(recipe.loss, pts.shape[1], real, edited))
     if a_to_b is not None:
         decoded, _ = codec.decode(out)            # differentiable through the decimal expectation
         da, db = decoded.chunk(2)
@@ -138,17 +140,22 @@ def forward_and_loss(model, recipe: Recipe, codec: HIHCodec, x, pts, a_to_b: tor
     return parts
 
 
-def point_weights(cfg: LossConfig, num_points: int, real: torch.Tensor | None) -> torch.Tensor | None:
-    """(B,K) loss weights: the jaw of the synthetic rows (real (B,) False) at loss.synth_jaw_weight,
-    or None when every point counts alike."""
-    jaw = list(scheme_for(num_points).jaw)
-    if cfg.synth_jaw_weight == 1.0 or real is None or not jaw:
+def point_weights(cfg: LossConfig, num_points: int, real: torch.Tensor | None,
+                  edited: torch.Tensor | None = None) -> torch.Tensor | None:
+    """(B,K) loss weights: the jaw of the synthetic rows (real (B,) False) at loss.synth_jaw_weight, the
+    upper lids of the rows given closed eyes (edited (B,)) at loss.closed_lid_weight; None when every
+    point counts alike."""
+    rows = real if real is not None else edited
+    if rows is None:
         return None
-    weights = torch.ones(len(real), num_points, device=real.device)
-    synthetic_jaw = (~real)[:, None] & torch.isin(torch.arange(num_points, device=real.device),
-                                                  torch.tensor(jaw, device=real.device))[None]
-    weights[synthetic_jaw] = cfg.synth_jaw_weight
-    return weights
+    weights = torch.ones(len(rows), num_points, device=rows.device)
+    points = lambda idx: torch.isin(torch.arange(num_points, device=rows.device), torch.tensor(idx, device=rows.device))[None]  # noqa: E731
+    jaw = list(scheme_for(num_points).jaw)
+    if cfg.synth_jaw_weight != 1.0 and real is not None and jaw:
+        weights[(~real)[:, None] & points(jaw)] = cfg.synth_jaw_weight
+    if cfg.closed_lid_weight != 1.0 and edited is not None and num_points == 68:
+        weights[edited[:, None] & points(list(UPPER_LIDS))] = cfg.closed_lid_weight
+    return None if bool((weights == 1).all()) else weights
 
 
 def load_teacher(recipe: Recipe, device) -> torch.nn.Module | None:
@@ -393,9 +400,10 @@ def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = 
             real = (idx < n_real).repeat(views).to(dev)
             # the teacher has not seen an edited expression (it draws closed eyes open): it teaches the unedited
             taught = ((idx < n_real) & ~edited).repeat(views).to(dev)
+            edited = edited.repeat(views).to(dev)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
                 parts = forward_and_loss(net, recipe, codec, x.contiguous(memory_format=torch.channels_last), pts, a_to_b,
-                                         teacher, real, taught)
+                                         teacher, real, taught, edited)
             opt.zero_grad(set_to_none=True)
             parts["loss"].backward()
             if o.grad_clip > 0:

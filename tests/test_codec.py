@@ -175,3 +175,16 @@ def test_point_weights_count_the_synthetic_jaw_apart():
         bad["heatmaps"][row, :, :17] = 1.0
         bad["decimal"][row, :17] = bad["decimal"][row, :17].roll(1, -1)
         assert bool(hih_loss(bad, t, cfg, w)["loss"] > base) == changes
+
+
+def test_point_weights_weigh_the_lids_of_faces_given_closed_eyes():
+    from models.train import point_weights
+    real, edited = torch.tensor([True, True, False]), torch.tensor([False, True, True])
+    w = point_weights(LossConfig(closed_lid_weight=5.0), 68, real, edited)
+    lids = [37, 38, 43, 44]
+    assert (w[0] == 1).all()                                           # not edited: all alike
+    for row in (1, 2):
+        assert (w[row, lids] == 5).all() and (w[row, [i for i in range(68) if i not in lids]] == 1).all()
+    both = point_weights(LossConfig(closed_lid_weight=5.0, synth_jaw_weight=0.5), 68, real, edited)
+    assert (both[2, :17] == 0.5).all() and (both[2, lids] == 5).all() and (both[1, :17] == 1).all()
+    assert point_weights(LossConfig(), 68, real, edited) is None
