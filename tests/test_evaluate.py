@@ -34,9 +34,9 @@ def _eyes(rows: list) -> np.ndarray:
 
 def test_closed_eyes_counts_blinks_seen_and_open_eyes_taken_for_closed():
     blink = lambda pts: {"eyeBlinkLeft": float(pts[0, 0]), "eyeBlinkRight": float(pts[0, 1])}   # noqa: E731
-    gt = _eyes([(0.9, 0.9), (0.9, 0.1), (0.1, 0.1), (0.8, 0.8)])
-    pred = _eyes([(0.7, 0.2), (0.9, 0.6), (0.1, 0.1), None])         # the last face missed: left out
-    assert closed_eyes(pred, gt, blink) == {"closed": 3, "seen_closed": 2, "false_closed": 1}
+    gt = _eyes([(0.9, 0.9), (0.9, 0.1), (0.1, 0.4), (0.9, 0.9)])      # 0.4: a squint, neither
+    pred = _eyes([(0.7, 0.2), (0.9, 0.6), (0.1, 0.9), None])         # the last face missed: left out
+    assert closed_eyes(pred, gt, blink) == {"closed": 3, "seen_closed": 2, "open": 2, "false_closed": 1}
 
 
 def test_pupils_are_also_compared_on_the_faces_every_method_found():
