@@ -1,7 +1,8 @@
 """Closed and half-closed eyes made from open ones, image and landmarks together.
 
-300-W's training faces nearly all have their eyes open (about 2 % closed), so a network trained on
-them draws an open eye on a closed one, and an avatar driven by it never blinks. This edit lowers the
+300-W's faces nearly all have their eyes open (in its common test set 12 of 1,108 eyes are clearly
+closed), so a network trained on them tends to draw an open eye on a closed one, and an avatar driven by
+it seldom blinks. This edit lowers the
 upper lid over the eye: in the eye's own frame (u along the corners, v across), each column of the
 skin between the lid and a band above it is stretched down until the lid's edge, lashes and all, reaches
 its new place; the part of the opening it covers is hidden, the rest of the opening and everything
