@@ -176,6 +176,10 @@ class HIHCodec:
     label: str = "normalized"
     decimal_decode: str = "expectation"   # "argmax" | "expectation" | "calibrated"
     window_cells: float = 1.0
+    # > 0: a point whose fraction lies within this much of a cell of its window's edge is read again
+    # from the neighbouring cell on that side (DeployGraph). A lopsided integer peak more than half a
+    # cell from the point otherwise pins it to the edge while the face moves, then lets it jump
+    edge_reread: float = 0.03
 
     def __post_init__(self):
         if self.label == "official" and (self.window_cells != 1.0 or self.decimal_decode == "calibrated"):
@@ -247,11 +251,23 @@ class HIHCodec:
             return _interp(expected, *self._expectation_curve(logits.device))
         return expected
 
+    def edge_margin(self, frac: torch.Tensor) -> torch.Tensor:
+        """(B,K,2) decimal fractions -> (B,K) how far each lies inside its window (cells, nearest edge)."""
+        lo, hi = 0.5 - self.window_cells / 2, 0.5 + self.window_cells / 2
+        return torch.minimum(frac - lo, hi - frac).amin(-1)
+
+    def edge_step(self, frac: torch.Tensor) -> torch.Tensor:
+        """(...,2) decimal fractions -> (...,2) long: towards the neighbouring cell (+-1) on each axis where
+        the fraction lies within edge_reread of that side's window edge, else 0."""
+        lo, hi = 0.5 - self.window_cells / 2, 0.5 + self.window_cells / 2
+        return (frac > hi - self.edge_reread).long() - (frac < lo + self.edge_reread).long()
+
     def decode(self, outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         hm = _last_heatmap(outputs).float()
         cells = outputs.get("peak_cells")
         cells = heatmap_argmax(hm) if cells is None else cells
-        p = cells.float() + self.decimal_fraction(outputs["decimal"])
+        frac = outputs["fraction"] if "fraction" in outputs else self.decimal_fraction(outputs["decimal"])
+        p = cells.float() + frac
         return heatmap_to_crop(p, self.stride), heatmap_confidence(hm)
 
 

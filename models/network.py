@@ -152,8 +152,17 @@ class RoiDecimalHead(nn.Module):
 
     def forward(self, feat: torch.Tensor, heatmap: torch.Tensor, peak_cells: torch.Tensor) -> torch.Tensor:
         """feat (B,C,H,W), heatmap (B,K,H,W), peak_cells (B,K,2) integer (x, y) -> (B,K,D,D)."""
+        return self.read(self.reduce(feat), heatmap, peak_cells)
+
+    def read(self, feat: torch.Tensor, heatmap: torch.Tensor, peak_cells: torch.Tensor,
+             points: torch.Tensor | None = None) -> torch.Tensor:
+        """forward from the reduced features (B,c,H,W); with points (B,M) landmark indices, peak_cells
+        (B,M,2) are theirs and the maps (B,M,D,D) too (a second read of a few points)."""
+        embed = self.embed
+        if points is not None:
+            heatmap = heatmap.gather(1, points[..., None, None].expand(-1, -1, *heatmap.shape[-2:]))
+            embed = self.embed[points]
         b, k, h, w = heatmap.shape
-        feat = self.reduce(feat)
         _, _, inside, flat = cell_window(peak_cells, self.radius, h, w)           # (B,K,P)
         # features: gather each landmark's window from the shared map
         f = feat.flatten(2)                                                       # (B,C,HW)
@@ -161,7 +170,7 @@ class RoiDecimalHead(nn.Module):
         fw = torch.gather(f, 2, idx).view(b, f.shape[1], k, -1).permute(0, 2, 1, 3)  # (B,K,C,P)
         hw = torch.gather(heatmap.flatten(2), 2, flat)[:, :, None, :]             # (B,K,1,P)
         win = torch.cat([fw, hw], dim=2) * inside[:, :, None, :].to(fw.dtype)
-        x = F.relu(self.fc1(win.flatten(2)) + self.embed, inplace=True)
+        x = F.relu(self.fc1(win.flatten(2)) + embed, inplace=True)
         return self.fc2(x).view(b, k, self.decimal_px, self.decimal_px)
 
 
@@ -201,7 +210,8 @@ class HIHNet(nn.Module):
         return getattr(self, self._head_name)
 
     def forward(self, x: torch.Tensor, peak_cells: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """x (B,3,4H,4H) -> {"heatmaps": (B,S,K,H,H), "decimal": (B,K,D,D), "peak_cells": (B,K,2)}.
+        """x (B,3,4H,4H) -> {"heatmaps": (B,S,K,H,H), "decimal": (B,K,D,D), "peak_cells": (B,K,2),
+        "features": what the decimal head reads (decimal_at reads it again)}.
 
         peak_cells: integer cell per landmark the decimal map refines; by default the last stack's
         heatmap's cell chosen by `cfg.peak_cell` (what the decoder uses), detached.
@@ -216,8 +226,18 @@ class HIHNet(nn.Module):
         last = heatmaps[-1]
         if peak_cells is None:
             peak_cells = PEAK_CELLS[self.cfg.peak_cell](last.detach())
-        decimal = self.decimal_head(x, last.detach(), peak_cells)
-        return {"heatmaps": torch.stack(heatmaps, 1), "decimal": decimal, "peak_cells": peak_cells}
+        head = self.decimal_head
+        if isinstance(head, RoiDecimalHead):     # its reduced features stay in the outputs for decimal_at
+            features = head.reduce(x)
+            decimal = head.read(features, last.detach(), peak_cells)
+        else:
+            features, decimal = x, head(x, last.detach(), peak_cells)
+        return {"heatmaps": torch.stack(heatmaps, 1), "decimal": decimal, "peak_cells": peak_cells, "features": features}
+
+    def decimal_at(self, outputs: dict[str, torch.Tensor], cells: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """ROI head: the decimal maps (B,M,D,D) of landmarks `points` (B,M) read at `cells` (B,M,2), from a
+        forward's outputs."""
+        return self.decimal_head.read(outputs["features"], outputs["heatmaps"][:, -1].detach(), cells, points)
 
 
 def slim(trained: HIHNet, cfg: NetworkConfig) -> HIHNet:

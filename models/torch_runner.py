@@ -28,6 +28,9 @@ from models.weights import export_onnx, load_checkpoint, load_into
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+EDGE_POINTS = 8      # points per face read again at a decimal window's edge (HIHCodec.edge_reread)
+
+
 class DeployGraph(nn.Module):
     """(B,S,S,3) uint8 BGR crops -> (B,K,3): x, y in crop px and confidence."""
 
@@ -40,8 +43,32 @@ class DeployGraph(nn.Module):
     def forward(self, crops_u8: torch.Tensor) -> torch.Tensor:
         x = crops_u8.permute(0, 3, 1, 2).flip(1).float()          # NHWC BGR -> NCHW RGB
         x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
-        pts, conf = self.codec.decode(self.net(x))
+        out = self.net(x)
+        if getattr(self.codec, "edge_reread", 0) > 0 and self.net.cfg.decimal_head == "roi":
+            out = self._read_again_at_edges(out)
+        pts, conf = self.codec.decode(out)
         return torch.cat([pts, conf[..., None]], -1).float()
+
+    def _read_again_at_edges(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The EDGE_POINTS points of each face nearest their decimal window's edge are read again at the
+        neighbouring cell where they lie within HIHCodec.edge_reread of it: a fixed-size second read
+        (no branch in the graph), a fraction of the first's cost."""
+        dec, cells = out["decimal"], out["peak_cells"]
+        frac = self.codec.decimal_fraction(dec)
+        b, k = dec.shape[:2]
+        points = self.codec.edge_margin(frac).topk(min(EDGE_POINTS, k), dim=1, largest=False).indices   # (B,M)
+        m = points.shape[1]
+        at = lambda t, *rest: points.view(b, m, *([1] * len(rest))).expand(b, m, *rest)     # noqa: E731
+        near_cells = cells.gather(1, at(cells, 2))
+        step = self.codec.edge_step(frac.gather(1, at(frac, 2)))
+        hm_px = out["heatmaps"].shape[-1]
+        moved_to = (near_cells + step).clamp(0, hm_px - 1)
+        moved = (moved_to != near_cells).any(-1)
+        again = self.codec.decimal_fraction(self.net.decimal_at(out, moved_to, points))
+        new_frac = torch.where(moved[..., None], again, frac.gather(1, at(frac, 2)))
+        new_cells = torch.where(moved[..., None], moved_to, near_cells)
+        # the decode takes these fractions as they are (it need not compute them again)
+        return {**out, "fraction": frac.scatter(1, at(frac, 2), new_frac), "peak_cells": cells.scatter(1, at(cells, 2), new_cells)}
 
 
 def load_graph(weights: Path, decode: str | None = None) -> tuple[DeployGraph, Recipe]:

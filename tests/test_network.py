@@ -109,6 +109,48 @@ def test_onnx_matches_pytorch(tmp_path, head, peak_cell):
     assert out.shape == (3, 68, 3) and np.abs(out - ref).max() < 1e-3
 
 
+def test_points_at_a_decimal_window_edge_are_read_again_at_the_neighbouring_cell(tmp_path):
+    """HIHCodec.edge_reread: the points of a face nearest their window's edge (EDGE_POINTS of them)
+    that lie within edge_reread of it take the decimal map read at the neighbouring cell on that side,
+    as a full second read of every point at those cells would give; the rest keep their first read.
+    The same on onnxruntime."""
+    from models.codec import HIHCodec, heatmap_to_crop
+    from models.network import NetworkConfig
+    from models.onnx_cache import OnnxGraph
+    from models.torch_runner import EDGE_POINTS, DeployGraph
+    torch.manual_seed(0)
+    cfg = NetworkConfig(num_landmarks=68, input_px=64, stacks=1, channels=32, depth=2, decimal_head="roi")
+    net = build_network(cfg).eval()
+    torch.nn.init.normal_(net.roi_head.fc2.weight, std=3.0)            # decimal maps with peaks: fractions spread
+    codec = HIHCodec(input_px=64, heatmap_px=cfg.heatmap_px, decimal_px=cfg.decimal_px, window_cells=2.0,
+                     decimal_decode="calibrated", edge_reread=0.45)    # wide: many points count as at the edge
+    graph = DeployGraph(net, codec).eval()
+    crops = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    x = ((crops.permute(0, 3, 1, 2).flip(1).float() - graph.mean) / graph.std)
+    with torch.no_grad():
+        got = graph(crops)[..., :2]
+        out = net(x)
+        frac = codec.decimal_fraction(out["decimal"])
+        step = codec.edge_step(frac)
+        moved_to = (out["peak_cells"] + step).clamp(0, cfg.heatmap_px - 1)
+        every = torch.arange(68).expand(2, 68)
+        again = codec.decimal_fraction(net.decimal_at(out, moved_to, every))          # every point read again
+        nearest = codec.edge_margin(frac).topk(EDGE_POINTS, dim=1, largest=False).indices
+    chosen = torch.zeros(2, 68, dtype=torch.bool).scatter(1, nearest, True) & (step != 0).any(-1)
+    assert 0 < int(chosen.sum()) <= 2 * EDGE_POINTS
+    expected = torch.where(chosen[..., None], moved_to.float() + again, out["peak_cells"].float() + frac)
+    assert torch.allclose(got, heatmap_to_crop(expected, codec.stride), atol=1e-4)
+    plain = DeployGraph(net, HIHCodec(input_px=64, heatmap_px=cfg.heatmap_px, decimal_px=cfg.decimal_px, window_cells=2.0,
+                                      decimal_decode="calibrated", edge_reread=0.0)).eval()
+    with torch.no_grad():
+        first = plain(crops)[..., :2]
+    assert torch.allclose(first, heatmap_to_crop(out["peak_cells"].float() + frac, codec.stride), atol=1e-4)
+    with torch.no_grad():
+        export_onnx(graph, tmp_path / "m.onnx", torch.zeros(1, 64, 64, 3, dtype=torch.uint8), ["points"], {"input_px": 64})
+    onnx = OnnxGraph.load(tmp_path / "m.onnx", threads=1)
+    assert np.abs(onnx(crops.numpy())[..., :2] - got.numpy()).max() < 1e-3
+
+
 def test_centroid_peak_cell_follows_the_mass_of_a_lopsided_peak():
     """A symmetric peak: the cell of the maximum. A peak whose maximum is one cell but whose mass lies
     mostly on the cells to its left (as at the crop edge): the cell nearest the centre of mass."""
