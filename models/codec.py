@@ -253,14 +253,14 @@ class HIHCodec:
 
     def edge_margin(self, frac: torch.Tensor) -> torch.Tensor:
         """(B,K,2) decimal fractions -> (B,K) how far each lies inside its window (cells, nearest edge)."""
-        lo, hi = 0.5 - self.window_cells / 2, 0.5 + self.window_cells / 2
-        return torch.minimum(frac - lo, hi - frac).amin(-1)
+        lo = self.window_start
+        return torch.minimum(frac - lo, lo + self.window_cells - frac).amin(-1)
 
     def edge_step(self, frac: torch.Tensor) -> torch.Tensor:
         """(...,2) decimal fractions -> (...,2) long: towards the neighbouring cell (+-1) on each axis where
         the fraction lies within edge_reread of that side's window edge, else 0."""
-        lo, hi = 0.5 - self.window_cells / 2, 0.5 + self.window_cells / 2
-        return (frac > hi - self.edge_reread).long() - (frac < lo + self.edge_reread).long()
+        lo = self.window_start
+        return (frac > lo + self.window_cells - self.edge_reread).long() - (frac < lo + self.edge_reread).long()
 
     def decode(self, outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         hm = _last_heatmap(outputs).float()
