@@ -28,7 +28,7 @@ import numpy as np
 
 from models.data import load_faces
 from models.detector import FaceBox, build_detector
-from models.landmarkers import build_landmarker
+from models.landmarkers import build_landmarker, crop_box
 from models.schemes import to_68
 from stream.demo import FRAME_SIZE, MotionConfig, face_matrix
 from stream.smoothing import build_smoother
@@ -139,7 +139,7 @@ def crop_spread(clip: Clip, landmarker, detector, grid_px: float = 2.0, steps: i
     first = landmarker(frame, boxes[:1])
     if not first or first[0] is None:
         return float("nan")
-    box = FaceBox.from_landmarks(to_68(first[0].landmarks_px))   # the box tracking would use
+    box = crop_box(first[0].landmarks_px)   # the box tracking would use
     offsets = np.linspace(-grid_px, grid_px, steps)
     pts = []
     for dy in offsets:

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from models.detector import FaceBox
+from models.shape import load_shape_model
 
 
 @dataclass
@@ -222,6 +223,19 @@ def box_change(a: FaceBox, b: FaceBox) -> float:
     return max(moved, abs(b.side_px / a.side_px - 1))
 
 
+def crop_box(landmarks_px: np.ndarray, score: float = 1.0) -> FaceBox:
+    """The crop box a face's landmarks ask for next: the square around the nearest plausible face
+    (models.shape.ShapeModel.plausible) when they are the model's 68 points, else around the points.
+
+    Taken from the raw points, a few wild ones on a hard face (a jaw pulled along its contour, an
+    occluded brow) grow or shrink the next crop, which makes them wilder: re-cropped 8 times from a
+    ground-truth box, WFLW-206 went from 7.66 to 10.08 % IO, most of it on 10 faces. The plausible
+    face keeps the box where the face is (8.74 after 8 passes) and moves nothing on 300-W."""
+    shape = load_shape_model()
+    pts = np.asarray(landmarks_px, np.float64)
+    return FaceBox.from_landmarks(shape.plausible(pts) if len(pts) == shape.num_points else pts, score)
+
+
 def settle(landmarker, image_bgr: np.ndarray, results: list[LandmarkResult | None], passes: int = 3,
            tolerance: float = 0.01) -> list[LandmarkResult | None]:
     """Re-crop from the landmarks until the box settles: at most `passes` more runs, stopping for a
@@ -234,7 +248,7 @@ def settle(landmarker, image_bgr: np.ndarray, results: list[LandmarkResult | Non
     results = list(results)
     todo = [i for i, r in enumerate(results) if r is not None]
     for _ in range(passes):
-        boxes = {i: FaceBox.from_landmarks(results[i].landmarks_px, results[i].box.score) for i in todo}
+        boxes = {i: crop_box(results[i].landmarks_px, results[i].box.score) for i in todo}
         todo = [i for i in todo if box_change(results[i].box, boxes[i]) > tolerance]
         if not todo:
             break

@@ -12,6 +12,7 @@ model -> image px as x_img = [[a, -b], [b, a]] @ x_model + t.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,12 @@ class ShapeModel:
         k = len(coefficients)
         return self.mean + (coefficients @ self.components[:k]).reshape(-1, 2)
 
+    def plausible(self, pts: np.ndarray, clip_sd: float = 3.0) -> np.ndarray:
+        """(K,2) image px -> the nearest face the model deems plausible, in image px: every component's
+        coefficient within `clip_sd` standard deviations (an active shape model's constraint)."""
+        params, model_pts = self.to_model(pts)
+        return apply_similarity(params, self.reconstruct(self.coefficients(model_pts, len(self.sd), clip_sd)))
+
     def save(self, path: Path) -> None:
         np.savez(path, mean=self.mean.astype(np.float32), components=self.components.astype(np.float32),
                  sd=self.sd.astype(np.float32))
@@ -74,6 +81,12 @@ class ShapeModel:
     def load(cls, path: str | Path = DEFAULT_SHAPE_MODEL) -> "ShapeModel":
         with np.load(path, allow_pickle=False) as f:
             return cls(f["mean"].astype(np.float64), f["components"].astype(np.float64), f["sd"].astype(np.float64))
+
+
+@lru_cache(maxsize=4)
+def load_shape_model(path: str = str(DEFAULT_SHAPE_MODEL)) -> ShapeModel:
+    """One loaded copy per file for the whole process (read-only once loaded)."""
+    return ShapeModel.load(path)
 
 
 def fit_shape_model(shapes: np.ndarray, num_components: int = 40, iterations: int = 5) -> ShapeModel:

@@ -20,12 +20,11 @@ setting fits near and far faces; the measurement noise of each point grows as it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
 from models.schema import setting
-from models.shape import DEFAULT_SHAPE_MODEL, ShapeModel, apply_similarity
+from models.shape import DEFAULT_SHAPE_MODEL, apply_similarity, load_shape_model
 
 
 @dataclass
@@ -128,18 +127,13 @@ class ShapeConfig:
     model: str | None = setting(None, help="shape model .npz from `hihtrack fit-shape`; null = the shipped 300-W model")
 
 
-@lru_cache(maxsize=4)
-def _shape_model(path: str) -> ShapeModel:
-    return ShapeModel.load(path)
-
-
 class ShapeSmoother:
     """Rigid part and shape part filtered apart; faces that the model does not describe (another
     landmark scheme, e.g. MediaPipe's 478 points) get One Euro with the rigid setting."""
 
     def __init__(self, cfg: ShapeConfig | None = None):
         self.cfg = c = cfg or ShapeConfig()
-        self.model = _shape_model(str(c.model or DEFAULT_SHAPE_MODEL))
+        self.model = load_shape_model(str(c.model or DEFAULT_SHAPE_MODEL))
         self.rigid = OneEuroSmoother(OneEuroConfig(c.rigid_min_cutoff, c.rigid_beta, c.d_cutoff))
         self.shape = OneEuroSmoother(OneEuroConfig(c.shape_min_cutoff, c.shape_beta, c.d_cutoff))
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from models.detector import STILL_TILES, FaceBox, find_faces, iou
-from models.landmarkers import box_change
+from models.landmarkers import box_change, crop_box
 from models.schema import setting
 
 
@@ -151,7 +151,7 @@ class Tracker:
                     del self.tracks[tid]
                     continue
                 t.landmarks_px = res.landmarks_px
-                box = FaceBox.from_landmarks(res.landmarks_px, float(np.mean(res.confidence)))
+                box = crop_box(res.landmarks_px, float(np.mean(res.confidence)))
                 t.step = box_change(t.face, box) if t.face is not None else None
                 t.face = box
                 if t.age == 0 or box_change(t.box, box) > self.cfg.box_hysteresis:
