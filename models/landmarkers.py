@@ -228,9 +228,9 @@ def crop_box(landmarks_px: np.ndarray, score: float = 1.0) -> FaceBox:
     (models.shape.ShapeModel.plausible) when they are the model's 68 points, else around the points.
 
     Taken from the raw points, a few wild ones on a hard face (a jaw pulled along its contour, an
-    occluded brow) grow or shrink the next crop, which makes them wilder: re-cropped 8 times from a
-    ground-truth box, WFLW-206 went from 7.66 to 10.08 % IO, most of it on 10 faces. The plausible
-    face keeps the box where the face is (8.74 after 8 passes) and moves nothing on 300-W."""
+    occluded brow) grow or shrink the next crop, which makes them wilder, pass after pass; the
+    plausible face keeps the box where the face is (bench/RESULTS.md, "The next crop comes from a
+    plausible face")."""
     shape = load_shape_model()
     pts = np.asarray(landmarks_px, np.float64)
     return FaceBox.from_landmarks(shape.plausible(pts) if len(pts) == shape.num_points else pts, score)
