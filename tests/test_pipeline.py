@@ -291,3 +291,13 @@ def test_the_short_gil_handover_lasts_while_pipelines_run_and_the_hosts_own_come
     assert sys.getswitchinterval() == pytest.approx(min(host_s, GIL_SWITCH_S))   # b still runs
     b.stop()
     assert sys.getswitchinterval() == pytest.approx(host_s)
+
+
+def test_stage_costs_times_every_step_of_a_tracked_face():
+    """`bench pipeline`'s per-step table: every step of tracking the demo clip's face is timed, the
+    landmark call's own work with the network's answer already there (not as a difference of medians)."""
+    from bench.pipeline import stage_costs
+    costs = stage_costs("hih", reps=5)
+    assert {"landmark network", "crop, views, back to image px", "pupils (eye crops and network)",
+            "whole frame, steps in a row (FaceTracker.process)"} <= set(costs)
+    assert all(np.isfinite(v) and v > 0 for v in costs.values()), costs
