@@ -141,9 +141,12 @@ def test_killed_process_leaves_a_loadable_recording(tmp_path):
 
 def test_ctrl_c_closes_files_cleanly(tmp_path):
     out = tmp_path / "int.npz"
+    # Ctrl-C as in a terminal: a test run launched in the background (`pytest &`) has SIGINT ignored,
+    # which every child inherits, so the tracker would never see the signal
     proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "track", "--source", "demo", "--ui", "none",
                              "--demo-frames", "100000", "--realtime", "--record", str(out)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(15)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
