@@ -249,7 +249,8 @@ class SlidingCrop:
 def slides_smooth(traces: list[SlidingCrop]) -> bool:
     """The bar shipped weights meet, over the slides from several start boxes: no jump when a point's
     integer peak changes cell. Medians, since one slide alone passes or fails on a 3 % change of its
-    box (2026-12-06: two weights files each passed 4 of 9 slides on one face, different ones)."""
+    box (two weights files each passed 4 of 9 slides on one face, not the same 4: bench/RESULTS.md,
+    Closed eyes)."""
     median = lambda values: float(np.median(values))  # noqa: E731
     return (min(t.monotone_share for t in traces) >= 0.9 and min(t.worst_step_back for t in traces) > -1
             and median([t.within_2x_share for t in traces]) >= 0.85 and median([t.worst_jump for t in traces]) < 3)
