@@ -83,9 +83,13 @@ class ShapeModel:
             return cls(f["mean"].astype(np.float64), f["components"].astype(np.float64), f["sd"].astype(np.float64))
 
 
+def load_shape_model(path: str | Path | None = None) -> ShapeModel:
+    """One loaded copy per file for the whole process (read-only once loaded); None: the shipped model."""
+    return _loaded(str(path or DEFAULT_SHAPE_MODEL))
+
+
 @lru_cache(maxsize=4)
-def load_shape_model(path: str = str(DEFAULT_SHAPE_MODEL)) -> ShapeModel:
-    """One loaded copy per file for the whole process (read-only once loaded)."""
+def _loaded(path: str) -> ShapeModel:
     return ShapeModel.load(path)
 
 

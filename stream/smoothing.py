@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.schema import setting
-from models.shape import DEFAULT_SHAPE_MODEL, apply_similarity, load_shape_model
+from models.shape import apply_similarity, load_shape_model
 
 
 @dataclass
@@ -133,7 +133,7 @@ class ShapeSmoother:
 
     def __init__(self, cfg: ShapeConfig | None = None):
         self.cfg = c = cfg or ShapeConfig()
-        self.model = load_shape_model(str(c.model or DEFAULT_SHAPE_MODEL))
+        self.model = load_shape_model(c.model)
         self.rigid = OneEuroSmoother(OneEuroConfig(c.rigid_min_cutoff, c.rigid_beta, c.d_cutoff))
         self.shape = OneEuroSmoother(OneEuroConfig(c.shape_min_cutoff, c.shape_beta, c.d_cutoff))
 
