@@ -149,8 +149,8 @@ def stage_costs(landmarker: str = "hih", weights: str | None = None, reps: int =
         estimate_pose(face.smoothed_px, size, near=raw)
 
     out["head pose (raw and smoothed)"] = median_ms(poses, reps)
-    find = getattr(lm, "pupils", None)
-    out["pupils (eye crops and network)"] = median_ms(lambda: find(img, [face.smoothed_px]), reps) if find else 0.0
+    find = getattr(lm, "eyes", None)
+    out["eyes: pupils and outline (eye crops and network)"] = median_ms(lambda: find(img, [face.smoothed_px]), reps) if find else 0.0
     est, pts68, yaw = ExpressionEstimator(), to_68(face.smoothed_px), float(face.pose_smoothed.rotation_deg[0])
     out["expressions"] = median_ms(lambda: est.blendshapes(pts68, yaw, face.pupils_px), reps)
     k = [60]

@@ -29,7 +29,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")          # mediapipe's C++ loggin
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parents[1]     # the checkout (or site-packages): configs/, models/weights/, bench/
-SUBCOMMANDS = ("track", "extract", "train", "eval", "bench", "export", "replay", "fit-shape", "synth-poses", "train-pupils",
+SUBCOMMANDS = ("track", "extract", "train", "eval", "bench", "export", "replay", "fit-shape", "synth-poses", "train-eyes",
                "config")
 
 
@@ -294,13 +294,13 @@ def _export_shipped() -> int:
     """The ONNX graphs that ship beside the shipped weights (models/weights/onnx) and the encoded demo
     clip (stream/media), made anew."""
     from models.engine import SHIPPED_WEIGHTS, OnnxRunner
+    from models.eyes import EyeLocator
     from models.onnx_cache import SHIPPED_DIR
-    from models.pupils import PupilLocator
     from stream.demo import write_shipped_clip
     for old in SHIPPED_DIR.glob("*.onnx"):
         old.unlink()
     paths = [OnnxRunner.graph_path(w, folder=SHIPPED_DIR) for w in SHIPPED_WEIGHTS.values()]
-    paths.append(PupilLocator.graph_path(folder=SHIPPED_DIR))
+    paths.append(EyeLocator.graph_path(folder=SHIPPED_DIR))
     paths.append(write_shipped_clip())
     for p in paths:
         print(f"wrote {p}")
@@ -390,12 +390,12 @@ def cmd_synth_poses(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train_pupils(args: argparse.Namespace) -> int:
+def cmd_train_eyes(args: argparse.Namespace) -> int:
     import json
 
     import torch
 
-    from models.pupil_net import PupilTrainConfig, train_pupils, training_data
+    from models.eye_net import EyeTrainConfig, train_eye_net, training_data
     from models.weights import save_checkpoint
 
     if args.threads:
@@ -404,9 +404,10 @@ def cmd_train_pupils(args: argparse.Namespace) -> int:
     if not (synth / "meta.json").is_file():
         raise CliError(f"no synthetic cache at {synth}; make one with `run.py synth-poses --out {synth}`")
     train, val = training_data(args.data, synth)
-    print(f"pupil training: {len(train[0])} faces, validation: {len(val[0])} faces (MediaPipe iris pseudo-labels)")
-    cfg = PupilTrainConfig(**{k: v for k in ("width", "steps") if (v := getattr(args, k)) is not None})
-    net, report = train_pupils(*train, val, cfg)
+    print(f"eye network training: {len(train[0])} faces, validation: {len(val[0])} faces (annotated eye outlines, "
+          "MediaPipe iris pseudo-labels)")
+    cfg = EyeTrainConfig(**{k: v for k in ("width", "steps") if (v := getattr(args, k)) is not None})
+    net, report = train_eye_net(*train, val, cfg)
     out = Path(args.out)
     save_checkpoint({"state_dict": net.state_dict(), "config": cfg.__dict__, **report}, out)
     Path(str(out) + ".log.json").write_text(json.dumps(report, indent=1))
@@ -618,15 +619,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--box-scale", type=float, default=1.8, help="stored square / landmark-box side, as the training cache")
     sp.set_defaults(func=cmd_synth_poses)
 
-    tp = sub.add_parser("train-pupils", help="train the pupil network on eye crops (MediaPipe iris pseudo-labels "
-                        "on the 300-W training faces and their synthetic views)")
+    tp = sub.add_parser("train-eyes", help="train the eye network on eye crops: pupils (MediaPipe iris pseudo-labels) "
+                        "and eye outlines (the annotation) on the 300-W training faces and their synthetic views")
     tp.add_argument("--data", default=str(ROOT.parent / "shared/data/300w"))
     tp.add_argument("--synth", default=str(Path.home() / ".cache/hihtrack/synth-poses"))
-    tp.add_argument("--steps", type=_bounded(1, 1_000_000), help="training steps (default: PupilTrainConfig's)")
-    tp.add_argument("--width", type=_bounded(4, 256), help="channels of the first layers (default: PupilTrainConfig's)")
+    tp.add_argument("--steps", type=_bounded(1, 1_000_000), help="training steps (default: EyeTrainConfig's)")
+    tp.add_argument("--width", type=_bounded(4, 256), help="channels of the first layers (default: EyeTrainConfig's)")
     tp.add_argument("--threads", type=_bounded(0, 256), default=0)
-    tp.add_argument("--out", default=str(ROOT / "models/weights/pupils_300w.pt"))
-    tp.set_defaults(func=cmd_train_pupils)
+    tp.add_argument("--out", default=str(ROOT / "models/weights/eyes_300w.pt"))
+    tp.set_defaults(func=cmd_train_eyes)
 
     fs = sub.add_parser("fit-shape", help="fit the shape model the 'shape' stabilizer uses (aligned PCA of training shapes)")
     fs.add_argument("--data", default=str(ROOT.parent / "shared/data/300w"))

@@ -26,6 +26,7 @@ import numpy as np
 from models import crop
 from models.data import Face
 from models.detector import FaceBox, build_detector, find_faces
+from models.eyes import with_eye_outline
 from models.landmarkers import HIHLandmarker, LandmarkResult, MediaPipeLandmarker, settle
 from models.metrics import ced, nme_per_face, summarize
 from models.schemes import SCHEMES, to_68
@@ -173,7 +174,9 @@ def evaluate(faces: list[Face], weights: str | Path, competitors: list[str], dec
         methods[PFLDLandmarker.name] = PFLDLandmarker()
     detector = build_detector("blazeface") if protocol == "detector" else None
     preds: dict[str, list] = {name: [] for name in methods}
-    pupils: dict[str, list] = {name: [] for name, lm in methods.items() if hasattr(lm, "pupils")}
+    # each method's eyes (models.eyes.Eyes, None where the face was not found): pupils, and the outline the
+    # tracker's eye shapes are measured on
+    eyes: dict[str, list] = {name: [] for name, lm in methods.items() if hasattr(lm, "eyes")}
     has_pupils = faces[0].landmarks_px.shape[0] == 98
     gts = []
     for n, f in enumerate(faces):
@@ -190,9 +193,9 @@ def evaluate(faces: list[Face], weights: str | Path, competitors: list[str], dec
             if detector is not None:
                 res = settle(lm, image, res, refine_passes)
             preds[name].append(None if res[0] is None else to_68(res[0].landmarks_px).astype(np.float64))
-            if has_pupils and name in pupils:
-                found = lm.pupils(image, [res[0].landmarks_px]) if res[0] is not None else None
-                pupils[name].append(np.asarray(found[0], np.float64) if found else np.full((2, 2), np.nan))
+            if name in eyes:
+                found = lm.eyes(image, [res[0].landmarks_px]) if res[0] is not None else None
+                eyes[name].append(found[0] if found else None)
     gt = np.stack(gts)
     detected_override = {}
     if "dlib" in competitors:
@@ -205,8 +208,10 @@ def evaluate(faces: list[Face], weights: str | Path, competitors: list[str], dec
         ok = np.array([q is not None for q in p])
         arr = np.stack([q if q is not None else np.full((68, 2), np.nan) for q in p])
         if shapes is not None:
-            shape_rows[name] = shape_correlations(arr, gt, shapes)
-            blinks[name] = closed_eyes(arr, gt, shapes)
+            measured = np.stack([with_eye_outline(q, e.outline_px) if e is not None else q
+                                 for q, e in zip(arr, eyes[name])]) if name in eyes else arr
+            shape_rows[name] = shape_correlations(measured, gt, shapes)
+            blinks[name] = closed_eyes(measured, gt, shapes)
         nme = nme_per_face(arr[ok], gt[ok], ocular)
         per_face[name] = np.where(ok, 0, np.nan)
         per_face[name][ok] = nme
@@ -228,7 +233,9 @@ def evaluate(faces: list[Face], weights: str | Path, competitors: list[str], dec
     if has_pupils:
         true = np.stack([f.landmarks_px[WFLW_PUPILS] for f in faces]).astype(np.float64)
         io = np.linalg.norm(gt[:, ocular[0]] - gt[:, ocular[1]], axis=-1)
-        pupil_rows = pupil_table({name: np.stack(v) for name, v in pupils.items() if v}, true, io)
+        found = {name: np.stack([e.pupils_px if e is not None else np.full((2, 2), np.nan) for e in v]).astype(np.float64)
+                 for name, v in eyes.items() if v}
+        pupil_rows = pupil_table(found, true, io)
         outline = np.stack([[f.landmarks_px[e].mean(0) for e in WFLW_EYES] for f in faces]).astype(np.float64)
         pupil_rows[EYE_OUTLINE_BASELINE] = pupil_summary(outline, true, io)
     return EvalResult(rows, per_face, subsets, pupil_rows, shape_rows, blinks)
@@ -311,7 +318,8 @@ def write_report(res: EvalResult, out_dir: Path, title: str) -> str:
     if res.shapes:
         names = list(res.shapes)
         lines += ["", "Expression shapes: correlation, across the faces found, of each shape computed from the method's "
-                  "landmarks with the same shape computed from the annotation", "",
+                  "landmarks (hihtrack's eyes: with its eye network's outline, models.eyes.with_eye_outline) with the "
+                  "same shape computed from the annotation", "",
                   "| shape | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
         for k in REPORTED_SHAPES:
             if all(k in res.shapes[n] for n in names):

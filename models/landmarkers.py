@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from models.detector import FaceBox
+from models.eyes import Eyes
 from models.shape import load_shape_model
 
 
@@ -44,7 +45,7 @@ class HIHLandmarker:
         self.weights_path = self.engine.weights_path
         # an onnxruntime session takes calls from several threads at once (the pipeline's look-ahead)
         self.concurrent_calls = self.engine.device == "cpu" and backend == "onnxruntime"
-        self._pupils = None          # loaded on first use: models.pupils.PupilLocator, or False without weights
+        self._eyes = None            # loaded on first use: models.eyes.EyeLocator, or False without weights
 
     def __call__(self, image_bgr: np.ndarray, boxes: list[FaceBox]) -> list[LandmarkResult | None]:
         if not boxes:
@@ -58,15 +59,15 @@ class HIHLandmarker:
     @property
     def recorded_points(self) -> int:
         """Points per face in a recording: the 68, then the two pupils (68, 69) when the eye network ships."""
-        from models.pupils import WEIGHTS
+        from models.eyes import WEIGHTS
         return self.num_points + 2 if WEIGHTS.is_file() else self.num_points
 
-    def pupils(self, image_bgr: np.ndarray, landmarks_px: list[np.ndarray]) -> list[np.ndarray] | None:
-        """(2,2) image px per face from the eye network (models.pupils), or None without its weights."""
-        if self._pupils is None:
-            from models.pupils import WEIGHTS, PupilLocator
-            self._pupils = PupilLocator(WEIGHTS) if WEIGHTS.is_file() else False
-        return self._pupils(image_bgr, landmarks_px) if self._pupils else None
+    def eyes(self, image_bgr: np.ndarray, landmarks_px: list[np.ndarray]) -> list[Eyes] | None:
+        """Pupils and eye outlines per face from the eye network (models.eyes), or None without its weights."""
+        if self._eyes is None:
+            from models.eyes import WEIGHTS, EyeLocator
+            self._eyes = EyeLocator(WEIGHTS) if WEIGHTS.is_file() else False
+        return self._eyes(image_bgr, landmarks_px) if self._eyes else None
 
     def close(self) -> None:
         pass
@@ -115,8 +116,8 @@ class BatchingLandmarker:
     def recorded_points(self) -> int:
         return self.landmarker.recorded_points
 
-    def pupils(self, image_bgr: np.ndarray, landmarks_px: list[np.ndarray]) -> list[np.ndarray] | None:
-        return self.landmarker.pupils(image_bgr, landmarks_px)
+    def eyes(self, image_bgr: np.ndarray, landmarks_px: list[np.ndarray]) -> list[Eyes] | None:
+        return self.landmarker.eyes(image_bgr, landmarks_px)
 
     def _gather(self, first: _Request) -> tuple[list[_Request], bool]:
         """The first request and whatever else arrives within wait_ms (up to max_faces); and whether
@@ -209,9 +210,10 @@ class MediaPipeLandmarker:
             out.append(LandmarkResult(img_pts, np.ones(len(img_pts), np.float32), b))
         return out
 
-    def pupils(self, image_bgr: np.ndarray, landmarks_px: list[np.ndarray]) -> list[np.ndarray]:
-        """The refined mesh's iris centres: 468 (the eye drawn by iBUG 36-41), then 473."""
-        return [lm[[468, 473]] for lm in landmarks_px]
+    def eyes(self, image_bgr: np.ndarray, landmarks_px: list[np.ndarray]) -> list[Eyes]:
+        """The refined mesh's iris centres: 468 (the eye drawn by iBUG 36-41), then 473; its eye outline is
+        among the 68 points already."""
+        return [Eyes(lm[[468, 473]]) for lm in landmarks_px]
 
     def close(self) -> None:
         self._mesh.close()

@@ -30,6 +30,7 @@ class Face:
     detected: bool = False                    # True on frames where the detector (re)found it
     expressions: dict[str, float] | None = None   # ARKit-named blendshape values in [0, 1]
     pupils_px: np.ndarray | None = None       # (2,2) image px: the pupil of the eye drawn by iBUG 36-41, then 42-47
+    eye_outline_px: np.ndarray | None = None  # (12,2) image px: iBUG 36-47 as the eye network places them (eye shapes)
 
     @property
     def landmarks(self) -> np.ndarray:

@@ -33,6 +33,7 @@ from typing import Iterator
 
 import numpy as np
 
+from models.eyes import with_eye_outline
 from models.landmarkers import settle
 from models.schemes import to_68
 from stream.expressions import CalibrationError, CalibrationProfile, ExpressionEstimator
@@ -256,13 +257,14 @@ class FrameProcessor:
             face.pose_smoothed = estimate_pose(face.smoothed_px, (w, h), near=face.pose)
             if face.pose_smoothed is not None:
                 self._poses[face.track_id] = face.pose_smoothed
-        self._locate_pupils(frame)
+        self._locate_eyes(frame)
         for face in frame.faces:
             if face.pose_smoothed is not None:   # a scheme with the 68 iBUG points (directly or mapped)
                 est = self._expressions.get(face.track_id)
                 if est is None:
                     est = self._expressions[face.track_id] = ExpressionEstimator(copy.deepcopy(self._profile))
-                pts68, yaw = to_68(face.smoothed_px), float(face.pose_smoothed.rotation_deg[0])
+                pts68 = with_eye_outline(to_68(face.smoothed_px), face.eye_outline_px)
+                yaw = float(face.pose_smoothed.rotation_deg[0])
                 if calibrate:
                     est.calibrate(pts68, yaw, face.pupils_px)
                     self._save_calibration(est)
@@ -277,14 +279,15 @@ class FrameProcessor:
             except OSError as e:        # tracking goes on with the calibration in memory
                 print(f"warning: cannot save the calibration to {self.cfg.calibration} ({e.strerror})", file=sys.stderr)
 
-    def _locate_pupils(self, frame: Frame) -> None:
-        """Pupils of every face, from the eye regions the smoothed landmarks outline."""
-        find = getattr(self.landmarker, "pupils", None)
+    def _locate_eyes(self, frame: Frame) -> None:
+        """Pupils and eye outlines of every face, from the eye regions the smoothed landmarks outline."""
+        find = getattr(self.landmarker, "eyes", None)
         if find is None or not frame.faces:
             return
         found = find(frame.image, [f.smoothed_px for f in frame.faces])
-        for face, p in zip(frame.faces, found or []):
-            face.pupils_px = np.asarray(p, np.float32)
+        for face, eyes in zip(frame.faces, found or []):
+            face.pupils_px = np.asarray(eyes.pupils_px, np.float32)
+            face.eye_outline_px = eyes.outline_px
 
 
 class Pipeline:

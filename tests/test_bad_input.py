@@ -202,7 +202,7 @@ def run_cli(files, capfd, monkeypatch):
     def run(argv) -> Ran:
         argv = [a.format(**{k: str(v) for k, v in files.items()}) for a in argv]
         if argv[0] not in ("replay", "export", "train", "eval", "bench", "fit-shape", "extract", "synth-poses",
-                           "train-pupils"):
+                           "train-eyes"):
             argv = ["track", "--ui", "none", *argv] if "--ui" not in argv else ["track", *argv]
         capfd.readouterr()
         try:

@@ -75,7 +75,7 @@ def test_each_edit_moves_its_own_shapes_only(data_300w, edit):
 
 
 def test_at_least_thirty_shapes_with_pupils():
-    from tests.test_pupils import _eye_centres, _face68
+    from tests.test_eyes import _eye_centres, _face68
     p = _face68()
     shapes = ExpressionEstimator().blendshapes(p, 0.0, _eye_centres(p))
     assert len(shapes) >= 30 and all(0.0 <= v <= 1.0 for v in shapes.values())
@@ -117,10 +117,12 @@ def test_automatic_neutral_follows_the_resting_face_until_frozen(data_300w):
 @pytest.mark.slow
 def test_shapes_from_the_tracker_agree_with_shapes_from_the_annotation(data_300w):
     """300-W common test faces, the tracker's landmarks (settled from the annotation's box as the tracker
-    re-crops a face) against the annotation itself: the shapes an avatar shows most."""
+    re-crops a face) and its eye network's outline, as the pipeline measures them, against the annotation
+    itself: the shapes an avatar shows most."""
     import cv2
 
     from models.detector import FaceBox
+    from models.eyes import with_eye_outline
     from models.landmarkers import HIHLandmarker, settle
     lm = HIHLandmarker(threads=2)
     ours, truth = [], []
@@ -128,7 +130,8 @@ def test_shapes_from_the_tracker_agree_with_shapes_from_the_annotation(data_300w
         img = cv2.imread(str(f.image_path))
         gt = f.landmarks_px.astype(np.float64)
         res = settle(lm, img, lm(img, [FaceBox.from_landmarks(gt)]), 2)[0]
-        ours.append(ExpressionEstimator().blendshapes(res.landmarks_px))
+        eyes = lm.eyes(img, [res.landmarks_px])[0]
+        ours.append(ExpressionEstimator().blendshapes(with_eye_outline(res.landmarks_px, eyes.outline_px)))
         truth.append(ExpressionEstimator().blendshapes(gt))
     corr = {k: np.corrcoef([o[k] for o in ours], [t[k] for t in truth])[0, 1] for k in ours[0]}
     for k in ("jawOpen", "mouthSmileLeft", "mouthSmileRight"):
@@ -160,8 +163,9 @@ def test_calibration_is_saved_and_loaded_by_the_next_run(tmp_path):
 
 
 def test_shape_names_are_every_shape_blendshapes_gives():
+    from tests.test_eyes import _face68
+
     from stream.expressions import SHAPE_NAMES
-    from tests.test_pupils import _face68
     pts = _face68()
     with_pupils = ExpressionEstimator().blendshapes(pts, 0.0, np.stack([pts[36:42].mean(0), pts[42:48].mean(0)]))
     assert list(with_pupils) != [] and set(with_pupils) == set(SHAPE_NAMES) and len(SHAPE_NAMES) == len(set(SHAPE_NAMES))

@@ -174,9 +174,9 @@ def test_the_shipped_graphs_belong_to_the_shipped_weights():
     """Every shipped weights file has its ONNX graph beside it, named by its hash: after the weights
     change, `hihtrack export --shipped` makes them anew (or this fails)."""
     from models.engine import SHIPPED_WEIGHTS
+    from models.eyes import WEIGHTS
     from models.onnx_cache import SHIPPED_DIR
-    from models.pupils import WEIGHTS
-    for weights, variant in [*((w, "points-default") for w in SHIPPED_WEIGHTS.values()), (WEIGHTS, "pupils")]:
+    for weights, variant in [*((w, "points-default") for w in SHIPPED_WEIGHTS.values()), (WEIGHTS, "eyes")]:
         name = f"{weights.stem}-{file_sha256(weights)[:16]}-{variant}.onnx"
         assert (SHIPPED_DIR / name).is_file(), f"{name} is missing: run `hihtrack export --shipped`"
     assert len(list(SHIPPED_DIR.glob("*.onnx"))) == len(SHIPPED_WEIGHTS) + 1      # and nothing stale

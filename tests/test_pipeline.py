@@ -298,6 +298,6 @@ def test_stage_costs_times_every_step_of_a_tracked_face():
     landmark call's own work with the network's answer already there (not as a difference of medians)."""
     from bench.pipeline import stage_costs
     costs = stage_costs("hih", reps=5)
-    assert {"landmark network", "crop, views, back to image px", "pupils (eye crops and network)",
+    assert {"landmark network", "crop, views, back to image px", "eyes: pupils and outline (eye crops and network)",
             "whole frame, steps in a row (FaceTracker.process)"} <= set(costs)
     assert all(np.isfinite(v) and v > 0 for v in costs.values()), costs

@@ -1,10 +1,11 @@
-"""Pupils (models.pupils) and what follows from them: gaze shapes, blinks, eye bones, recordings."""
+"""The eye network (models.eyes: pupils and eye outlines) and what follows from them: gaze shapes, blinks,
+eye bones, recordings."""
 import numpy as np
 import pytest
 import torch
 
-from models import pupil_net as PN
-from models import pupils as PP
+from models import eye_net as EN
+from models import eyes as EY
 from stream.expressions import ExpressionEstimator
 from stream.senders import eye_bones
 
@@ -33,33 +34,49 @@ def _eye_centres(pts):
 
 def test_eye_crops_round_trip_and_mirror_the_second_eye():
     pts = torch.from_numpy(_face68()).float()[None]
-    m = PN.eye_matrices(pts)
+    m = EN.eye_matrices(pts)
     centres = torch.from_numpy(_eye_centres(pts[0].numpy())).double()
-    in_crop = PP.crop.transform_points(m, centres[None, :, None])[0, :, 0]
-    assert torch.allclose(in_crop, torch.full((2, 2), (PP.EYE_PX - 1) / 2, dtype=torch.float64), atol=1e-6)
-    back = PN.to_image(in_crop.reshape(2, 2).float(), m)
-    assert torch.allclose(back[0].double(), centres, atol=1e-3)
-    # the second eye is mirrored: its outer corner (45) lands on the left of the crop, like 36 in the first
-    outer = PP.crop.transform_points(m[0, 1], pts[0, 45].double()[None])[0]
-    inner = PP.crop.transform_points(m[0, 1], pts[0, 42].double()[None])[0]
+    in_crop = EY.crop.transform_points(m, centres[None, :, None])[0, :, 0]
+    assert torch.allclose(in_crop, torch.full((2, 2), (EY.EYE_PX - 1) / 2, dtype=torch.float64), atol=1e-6)
+    back = EN.to_image(in_crop.reshape(2, 1, 2).float(), m)
+    assert torch.allclose(back[0, :, 0].double(), centres, atol=1e-3)
+    # the second eye is mirrored: its outer corner (45) lands on the left of the crop, like 36 in the first,
+    # and its outline in OUTLINE's order lies in its crop as the first eye's does in its own
+    outer = EY.crop.transform_points(m[0, 1], pts[0, 45].double()[None])[0]
+    inner = EY.crop.transform_points(m[0, 1], pts[0, 42].double()[None])[0]
     assert outer[0] < inner[0]
+    in_crops = EY.crop.transform_points(m[0], EN.eye_points(pts, torch.from_numpy(_eye_centres(pts[0].numpy()))[None].float())[0].double())
+    assert torch.allclose(in_crops[0], in_crops[1], atol=1e-3)       # _face68's eyes are mirror images
+
+
+def test_outline_order_round_trips_and_the_mean_outline_is_what_the_eye_shapes_read():
+    pts = _face68()
+    per_eye = np.stack([pts[list(o)] for o in EY.OUTLINE])
+    assert np.array_equal(EY.outline_to_68(per_eye), pts[36:48])
+    moved = pts[36:48] + [0.0, 2.0]
+    mean = EY.with_eye_outline(pts, moved)
+    assert np.allclose(mean[36:48], pts[36:48] + [0, 1]) and np.array_equal(mean[:36], pts[:36])
+    assert EY.with_eye_outline(pts, None) is pts
+    assert EY.with_eye_outline(pts, np.full((12, 2), np.nan)) is pts
 
 
 def test_net_output_is_a_point_inside_the_crop():
-    net = PN.PupilNet(PN.PupilTrainConfig().width)
-    out = net(torch.randn(5, 3, PP.EYE_PX, PP.EYE_PX))
-    assert out.shape == (5, 2) and (out >= -0.5).all() and (out <= PP.EYE_PX - 0.5).all()
+    net = EN.EyeNet(EN.EyeTrainConfig().width)
+    out = net(torch.randn(5, 3, EY.EYE_PX, EY.EYE_PX))
+    assert out.shape == (5, EY.POINTS, 2) and (out >= -0.5).all() and (out <= EY.EYE_PX - 0.5).all()
     assert sum(p.numel() for p in net.parameters()) < 200_000          # small: a fraction of a ms per eye
 
 
-def test_run_time_locator_gives_the_networks_pupils():
-    """PupilLocator (the eye network as a cached ONNX graph, OpenCV eye crops, no torch) puts the pupils
-    where the torch network does on the same face (crops by grid_sample there)."""
+def test_run_time_locator_gives_the_networks_eyes():
+    """EyeLocator (the eye network as a cached ONNX graph, OpenCV eye crops, no torch) puts the pupils and
+    the outline where the torch network does on the same face (crops by grid_sample there)."""
     imgs, lms, _ = _synthetic_eyes(3, 2)
-    ref = PN.predict(PN.load_pupil_net(PP.WEIGHTS), imgs, lms).numpy()
-    locator = PP.PupilLocator(PP.WEIGHTS)
-    got = np.stack([locator(np.ascontiguousarray(img.permute(1, 2, 0).numpy()), [lm.numpy()])[0] for img, lm in zip(imgs, lms)])
-    assert got.shape == (3, 2, 2) and np.abs(got - ref).max() < 0.1, np.abs(got - ref).max()
+    ref = EN.predict(EN.load_eye_net(EY.WEIGHTS), imgs, lms).numpy()                     # (3,2,P,2)
+    locator = EY.EyeLocator(EY.WEIGHTS)
+    got = [locator(np.ascontiguousarray(img.permute(1, 2, 0).numpy()), [lm.numpy()])[0] for img, lm in zip(imgs, lms)]
+    pupils, outlines = np.stack([g.pupils_px for g in got]), np.stack([g.outline_px for g in got])
+    assert pupils.shape == (3, 2, 2) and np.abs(pupils - ref[:, :, 0]).max() < 0.1, np.abs(pupils - ref[:, :, 0]).max()
+    assert outlines.shape == (3, 12, 2) and np.abs(outlines - EY.outline_to_68(ref[:, :, 1:])).max() < 0.1
 
 
 def _synthetic_eyes(n: int, seed: int):
@@ -86,14 +103,16 @@ def _synthetic_eyes(n: int, seed: int):
 
 
 @pytest.mark.slow
-def test_the_network_learns_to_find_pupils():
+def test_the_network_learns_to_find_pupils_and_outlines():
     torch.set_num_threads(2)
     train, val = _synthetic_eyes(160, 0), _synthetic_eyes(32, 1)
-    before = PN.evaluate_pupils(PN.PupilNet(PN.PupilTrainConfig().width), *val)
-    net, report = PN.train_pupils(*train, val, PN.PupilTrainConfig(steps=160, batch_size=32, lr=3e-3), log=lambda *_: None)
-    after = PN.evaluate_pupils(net, *val)
-    assert after < 0.5 * before and after < 0.03, (before, after)    # within 3 % of the inter-ocular distance
-    assert report["history"][-1]["val_error_io"] == pytest.approx(after)
+    before = EN.evaluate_eye_net(EN.EyeNet(EN.EyeTrainConfig().width), *val)
+    net, report = EN.train_eye_net(*train, val, EN.EyeTrainConfig(steps=160, batch_size=32, lr=3e-3), log=lambda *_: None)
+    after = EN.evaluate_eye_net(net, *val)
+    # pupils within 3 % of the inter-ocular distance
+    assert after["pupils"] < 0.5 * before["pupils"] and after["pupils"] < 0.03, (before, after)
+    assert after["outline"] < 0.5 * before["outline"], (before, after)
+    assert report["history"][-1]["val_pupils_io"] == pytest.approx(after["pupils"])
 
 
 def test_gaze_shapes_follow_the_pupils_and_hold_through_a_blink():
@@ -163,3 +182,34 @@ def test_a_face_first_seen_with_shut_eyes_still_gets_gaze_values():
     closed[[37, 38, 43, 44], 1] = closed[[41, 40, 47, 46], 1]
     shapes = ExpressionEstimator().blendshapes(closed, 0.0, _eye_centres(pts))
     assert shapes["eyeBlinkLeft"] > 0.8 and "eyeLookInLeft" in shapes and "eyeLookInRight" in shapes
+
+
+def test_the_shipped_eye_network_closes_the_lids_the_landmarks_left_open(data_300w):
+    """Real faces (300-W common) whose eyes are closed in the image (models.eyelids) while the eye crops
+    are still cut from the open eyes' landmarks, as when an eye shuts between two frames: the eye
+    network's own lids close, and the mean outline the blink shapes read shows most of the closing."""
+    import cv2
+
+    from models.data import load_faces
+    from models.eyelids import close_eye
+    from stream.expressions import measures
+
+    def lid_gaps(pts68):
+        m = measures(pts68)
+        return np.array([m["eye_l"], m["eye_r"]])
+
+    locator = EY.EyeLocator()
+    faces = [f for f in load_faces(data_300w, "test")[:40] if lid_gaps(f.landmarks_px).min() > 0.25][:8]
+    assert len(faces) == 8
+    for f in faces:
+        image, pts = cv2.imread(str(f.image_path)), f.landmarks_px.astype(np.float64)
+        shut = image
+        for eye in (0, 1):
+            shut, _ = close_eye(shut, pts, eye, 1.0)
+        open_eyes, shut_eyes = locator(image, [pts])[0], locator(shut, [pts])[0]
+        alone = [lid_gaps(np.concatenate([pts[:36], e.outline_px, pts[48:]])) for e in (open_eyes, shut_eyes)]
+        assert (np.abs(alone[1]) < 0.25 * alone[0]).all(), (f.image_path.name, alone)      # shut, lid on lid
+        seen_open = lid_gaps(EY.with_eye_outline(pts, open_eyes.outline_px))
+        seen_shut = lid_gaps(EY.with_eye_outline(pts, shut_eyes.outline_px))
+        # the landmarks' half of the mean stays open: the eye network's half alone closing fully gives 0.5
+        assert (seen_shut < 0.65 * seen_open).all(), (f.image_path.name, seen_open, seen_shut)
