@@ -163,9 +163,8 @@ def test_calibration_is_saved_and_loaded_by_the_next_run(tmp_path):
 
 
 def test_shape_names_are_every_shape_blendshapes_gives():
-    from tests.test_eyes import _face68
-
     from stream.expressions import SHAPE_NAMES
+    from tests.test_eyes import _face68
     pts = _face68()
     with_pupils = ExpressionEstimator().blendshapes(pts, 0.0, np.stack([pts[36:42].mean(0), pts[42:48].mean(0)]))
     assert list(with_pupils) != [] and set(with_pupils) == set(SHAPE_NAMES) and len(SHAPE_NAMES) == len(set(SHAPE_NAMES))
