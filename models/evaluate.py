@@ -174,10 +174,11 @@ def evaluate(faces: list[Face], weights: str | Path, competitors: list[str], dec
         methods[PFLDLandmarker.name] = PFLDLandmarker()
     detector = build_detector("blazeface") if protocol == "detector" else None
     preds: dict[str, list] = {name: [] for name in methods}
-    # each method's eyes (models.eyes.Eyes, None where the face was not found): pupils, and the outline the
-    # tracker's eye shapes are measured on
-    eyes: dict[str, list] = {name: [] for name, lm in methods.items() if hasattr(lm, "eyes")}
     has_pupils = faces[0].landmarks_px.shape[0] == 98
+    # each method's eyes (models.eyes.Eyes, None where the face was not found), when something reads them:
+    # the pupils, and the outline the tracker's eye shapes are measured on
+    eyes: dict[str, list] = {name: [] for name, lm in methods.items() if hasattr(lm, "eyes")} \
+        if has_pupils or shapes is not None else {}
     gts = []
     for n, f in enumerate(faces):
         if n % 50 == 0:
