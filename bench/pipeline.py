@@ -108,6 +108,7 @@ def stage_costs(landmarker: str = "hih", weights: str | None = None, reps: int =
     """ms per frame of each step of tracking one face, each called on its own in this process (the
     demo clip's face, tracked): the work the pipeline's threads share out, without the threads."""
     from hihtrack import FaceTracker, load_settings
+    from models.eyes import with_eye_outline
     from models.schemes import to_68
     from stream.demo import DemoSource
     from stream.expressions import ExpressionEstimator
@@ -151,8 +152,10 @@ def stage_costs(landmarker: str = "hih", weights: str | None = None, reps: int =
     out["head pose (raw and smoothed)"] = median_ms(poses, reps)
     find = getattr(lm, "eyes", None)
     out["eyes: pupils and outline (eye crops and network)"] = median_ms(lambda: find(img, [face.smoothed_px]), reps) if find else 0.0
-    est, pts68, yaw = ExpressionEstimator(), to_68(face.smoothed_px), float(face.pose_smoothed.rotation_deg[0])
-    out["expressions"] = median_ms(lambda: est.blendshapes(pts68, yaw, face.pupils_px), reps)
+    est, yaw = ExpressionEstimator(), float(face.pose_smoothed.rotation_deg[0])
+    # as the pipeline does: the eye shapes on the mean of the landmarks' and the eye network's eye outline
+    out["expressions"] = median_ms(
+        lambda: est.blendshapes(with_eye_outline(to_68(face.smoothed_px), face.eye_outline_px), yaw, face.pupils_px), reps)
     k = [60]
 
     def whole():
