@@ -37,6 +37,11 @@ class NetworkConfig:
     # within 2 cells of it. A lopsided peak (a point near the crop edge) can put the maximum more than half
     # a cell past the decimal window's reach; the centre of mass sits nearer the point
     peak_cell: Literal["argmax", "centroid"] = "argmax"
+    # what the decimal head reads after the last stack: "merged" = the next-stack merge, x + conv1(features)
+    # + conv2(heatmap), as if another stack followed; "skip" = x + features, the last hourglass's input and
+    # output summed. With no stack to follow, the merge's two 1x1 convs serve the decimal head alone, and
+    # they cost 14 % of the `fast` network's multiply-adds
+    head_input: Literal["merged", "skip"] = "merged"
     keep_unused_skip: bool = False  # official code builds a dead 1x1 skip in every Residual
     init: Literal["default", "official"] = "default"        # "official" = N(0, 0.001^2) convs; "default" = PyTorch's
 
@@ -196,8 +201,9 @@ class HIHNet(nn.Module):
             setattr(self, f"hg{i}_res1", Residual(f, f, skip, b))
             setattr(self, f"hg{i}_lin1", ConvBNReLU(f, f, 1))
             setattr(self, f"hg{i}_conv_pred", nn.Conv2d(f, k, 1))
-            setattr(self, f"hg{i}_conv1", ConvBNReLU(f, f, 1))
-            setattr(self, f"hg{i}_conv2", ConvBNReLU(k, f, 1))
+            if self._merges(i):
+                setattr(self, f"hg{i}_conv1", ConvBNReLU(f, f, 1))
+                setattr(self, f"hg{i}_conv2", ConvBNReLU(k, f, 1))
         head = DECIMAL_HEADS[cfg.decimal_head](cfg)
         # official key prefix for the global head; the ROI head has its own name
         setattr(self, "offset_head" if cfg.decimal_head == "global" else "roi_head", head)
@@ -208,6 +214,10 @@ class HIHNet(nn.Module):
     @property
     def decimal_head(self) -> nn.Module:
         return getattr(self, self._head_name)
+
+    def _merges(self, stack: int) -> bool:
+        """Whether stack `stack` ends in the merge convs (every stack but a last one read by "skip")."""
+        return stack < self.cfg.stacks - 1 or self.cfg.head_input == "merged"
 
     def forward(self, x: torch.Tensor, peak_cells: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """x (B,3,4H,4H) -> {"heatmaps": (B,S,K,H,H), "decimal": (B,K,D,D), "peak_cells": (B,K,2),
@@ -222,7 +232,10 @@ class HIHNet(nn.Module):
             feat = getattr(self, f"hg{i}_lin1")(getattr(self, f"hg{i}_res1")(getattr(self, f"hg{i}")(x)))
             pred = getattr(self, f"hg{i}_conv_pred")(feat)
             heatmaps.append(pred)
-            x = x + getattr(self, f"hg{i}_conv1")(feat) + getattr(self, f"hg{i}_conv2")(pred)
+            if self._merges(i):
+                x = x + getattr(self, f"hg{i}_conv1")(feat) + getattr(self, f"hg{i}_conv2")(pred)
+            else:
+                x = x + feat
         last = heatmaps[-1]
         if peak_cells is None:
             peak_cells = PEAK_CELLS[self.cfg.peak_cell](last.detach())

@@ -57,13 +57,13 @@ class DeployGraph(nn.Module):
         frac = self.codec.decimal_fraction(dec)
         points = self.codec.edge_margin(frac).topk(min(EDGE_POINTS, dec.shape[1]), dim=1, largest=False).indices   # (B,M)
         at = points[..., None].expand(-1, -1, 2)                        # (B,M,2): those points' x and y
-        near_cells = cells.gather(1, at)
-        step = self.codec.edge_step(frac.gather(1, at))
+        near_cells, near_frac = cells.gather(1, at), frac.gather(1, at)
+        step = self.codec.edge_step(near_frac)
         hm_px = out["heatmaps"].shape[-1]
         moved_to = (near_cells + step).clamp(0, hm_px - 1)
         moved = (moved_to != near_cells).any(-1)
         again = self.codec.decimal_fraction(self.net.decimal_at(out, moved_to, points))
-        new_frac = torch.where(moved[..., None], again, frac.gather(1, at))
+        new_frac = torch.where(moved[..., None], again, near_frac)
         new_cells = torch.where(moved[..., None], moved_to, near_cells)
         # the decode takes these fractions as they are (it need not compute them again)
         return {**out, "fraction": frac.scatter(1, at, new_frac), "peak_cells": cells.scatter(1, at, new_cells)}

@@ -52,6 +52,8 @@ class OptimConfig:
     real_val_tolerance: float = setting(0.0, 0.0)  # > 0 with a synthetic mix: the best checkpoint is the lowest
                                    # validation NME among those whose real-face validation NME is at most this
                                    # above the starting weights' (the near-frontal guardrail, NME %)
+    train_only: str = ""           # a top-level module of the network (e.g. roi_head): only its weights learn, the
+                                   # rest stays as --init left it, batch-norm statistics included ("" = all learn)
     keep_epochs: bool = False      # also keep each evaluated epoch's weights (epoch_NNN.pt), so a checkpoint can be
                                    # chosen afterwards on checks the validation NME does not see (the sliding crop)
 
@@ -191,7 +193,9 @@ def training_batch(tr: D.FaceCache, idx: torch.Tensor, recipe: Recipe, gen: torc
 
 @torch.inference_mode()
 def predict(model, cache: D.FaceCache, recipe: Recipe, device, decodes=DECODES, batch: int = 64) -> dict[str, np.ndarray]:
-    """Landmarks in cache px for every face and every decode: {decode: (N,K,2)}."""
+    """Landmarks in cache px for every face and every decode: {decode: (N,K,2)}. Every module is left in
+    the mode it was found in (a frozen part stays in eval mode: optim.train_only)."""
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     codec = recipe.hih_codec()
     gen = torch.Generator().manual_seed(0)
@@ -205,7 +209,8 @@ def predict(model, cache: D.FaceCache, recipe: Recipe, device, decodes=DECODES, 
             c = codec if d == "hih" else build_codec(d, input_px=codec.input_px, heatmap_px=codec.heatmap_px)
             pts, _ = c.decode(out)
             res[d].append(D.crop.transform_points(inv, pts.cpu()).numpy())
-    model.train()
+    for m, training in modes:
+        m.train(training)
     return {d: np.concatenate(v) for d, v in res.items()}
 
 
@@ -268,15 +273,35 @@ def pose_balance_weights(landmarks: torch.Tensor, power: float, bins: int = 10) 
 
 
 def _init_state(init: Path, cfg: NetworkConfig) -> dict:
-    """The weights a run starts from: the checkpoint's own, or, when this recipe only narrows its
-    residual bottlenecks, the checkpoint slimmed to them (models.network.slim)."""
+    """The weights a run starts from: the checkpoint's own, less the last stack's merge convs when this
+    recipe's decimal head reads the skip sum instead (model.head_input), and, when this recipe narrows
+    its residual bottlenecks, slimmed to them (models.network.slim)."""
     ck = load_checkpoint(init)
     src = Recipe.from_dict(ck["recipe"]).model if "recipe" in ck else cfg
+    state = ck["state_dict"]
+    if src.head_input == "merged" and cfg.head_input == "skip":
+        merge = tuple(f"hg{cfg.stacks - 1}_conv{j}." for j in (1, 2))
+        state = {k: v for k, v in state.items() if not k.startswith(merge)}
+        src = replace(src, head_input="skip")
     if src.bottleneck <= cfg.bottleneck or replace(src, bottleneck=cfg.bottleneck) != cfg:
-        return ck["state_dict"]
+        return state
     wide = build_network(src)
-    load_into(wide, ck["state_dict"], str(init))
+    load_into(wide, state, str(init))
     return slim(wide, cfg).state_dict()
+
+
+def trainable(model: torch.nn.Module, only: str) -> list[torch.nn.Parameter]:
+    """The parameters that learn (optim.train_only), the rest frozen and its batch norms kept in eval
+    mode, so their running statistics stay those of --init."""
+    if not only:
+        return list(model.parameters())
+    if not hasattr(model, only):
+        raise SettingsError(f"optim.train_only: the network has no module {only!r}; it has "
+                            + ", ".join(name for name, _ in model.named_children()))
+    for name, child in model.named_children():
+        child.train(model.training and name == only)
+        child.requires_grad_(name == only)
+    return list(getattr(model, only).parameters())
 
 
 def training_set(recipe: Recipe, data: str | Path | None, cache_dir: Path | None = None
@@ -345,10 +370,10 @@ def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = 
         tr.images, val.images = tr.images.to(dev), val.images.to(dev)
 
     model = build_network(recipe.model).to(dev).to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
     state = {"epoch": 0, "step": 0, "best_nme": float("inf"), "elapsed_s": 0.0, "start_real_nme": float("inf")}
     if init is not None and resume is None:
         load_into(model, _init_state(init, recipe.model), str(init))
+    opt = torch.optim.Adam(trainable(model, o.train_only), lr=o.lr, weight_decay=o.weight_decay)
     if resumed is not None:
         model.load_state_dict(resumed["state_dict"])
         opt.load_state_dict(resumed["optimizer"])

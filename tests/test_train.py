@@ -169,6 +169,35 @@ def test_init_from_a_wider_checkpoint_is_slimmed(tmp_path):
         load_into(build_network(deeper), _init_state(tmp_path / "w.pt", deeper), "w.pt")
 
 
+def test_the_decimal_head_relearns_alone_on_the_skip_sum(tiny_cache, tmp_path):
+    """`train --init W --set model.head_input=skip --set optim.train_only=roi_head`: the network has no merge
+    convs after its last stack and starts from W without them; only the ROI head learns, so every other
+    weight and batch-norm statistic ends as W had it, and the integer heatmaps do not move."""
+    from dataclasses import replace
+
+    from models.network import build_network
+    from models.schema import SettingsError
+    from models.train import _init_state, trainable
+    from models.weights import save_checkpoint
+    torch.manual_seed(0)
+    merged = Recipe.from_dict(TINY)
+    start = build_network(merged.model)
+    save_checkpoint({"state_dict": start.state_dict(), "recipe": merged.to_dict()}, tmp_path / "w.pt")
+    skip = replace(merged.model, head_input="skip")
+    assert not any(k.startswith(("hg0_conv1.", "hg0_conv2.")) for k in build_network(skip).state_dict())
+    build_network(skip).load_state_dict(_init_state(tmp_path / "w.pt", skip))      # strict: every key fits
+    recipe = Recipe.from_dict({**TINY, "model": {**TINY["model"], "head_input": "skip"},
+                               "optim": {**TINY["optim"], "epochs": 4, "eval_every_epochs": 2, "train_only": "roi_head"}})
+    train(recipe, None, tmp_path / "run", "cpu", cache_dir=tiny_cache, log=lambda *_: None, init=tmp_path / "w.pt")
+    after = load_checkpoint(tmp_path / "run" / "last.pt")["state_dict"]
+    before = start.state_dict()
+    moved = {k for k, v in after.items() if not torch.equal(v, before[k])}
+    assert moved and all(k.startswith("roi_head.") for k in moved), sorted(moved)[:5]
+    assert "roi_head.fc1.weight" in moved and "roi_head.reduce.bn.running_mean" in moved
+    with pytest.raises(SettingsError, match="roi_head"):
+        trainable(build_network(skip), "decimal")
+
+
 def test_sampling_weights_give_the_synthetic_share_and_balance_poses():
     from models.train import DataConfig, sampling_weights
     gen = torch.Generator().manual_seed(0)
