@@ -280,9 +280,11 @@ def _init_state(init: Path, cfg: NetworkConfig) -> dict:
     src = Recipe.from_dict(ck["recipe"]).model if "recipe" in ck else cfg
     state = ck["state_dict"]
     if src.head_input == "merged" and cfg.head_input == "skip":
-        merge = tuple(f"hg{cfg.stacks - 1}_conv{j}." for j in (1, 2))
-        state = {k: v for k, v in state.items() if not k.startswith(merge)}
-        src = replace(src, head_input="skip")
+        skip = replace(src, head_input="skip")
+        # the keys only the merged network has (its last merge convs), as the network itself decides them
+        merge = build_network(src).state_dict().keys() - build_network(skip).state_dict().keys()
+        state = {k: v for k, v in state.items() if k not in merge}
+        src = skip
     if src.bottleneck <= cfg.bottleneck or replace(src, bottleneck=cfg.bottleneck) != cfg:
         return state
     wide = build_network(src)
