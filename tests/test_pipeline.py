@@ -96,6 +96,28 @@ def test_the_shipped_demo_clip_holds_the_rendered_frames():
     assert DemoSource(frames=SHIPPED_CLIP_FRAMES + 1).clip is None and DemoSource(faces=2).clip is None   # rendered
 
 
+def test_a_paced_demo_decodes_each_frame_when_it_is_due_as_a_camera_delivers_it():
+    """Paced, the clip's next frame is decoded only once it is due, not while the frame before it is
+    being processed: a camera's capture thread waits for the camera between frames."""
+    demo = DemoSource(frames=6, fps=50.0, realtime=True)
+    decoded_s: list[float] = []
+    shipped = demo.images
+
+    def images():
+        for image in shipped():
+            decoded_s.append(time.perf_counter())
+            yield image
+
+    demo.images = images
+    frames = demo.frames()
+    start = time.perf_counter()
+    for i, (_, ts) in enumerate(frames):
+        assert len(decoded_s) == i + 1           # nothing decoded ahead of the frame handed over
+        assert decoded_s[i] - start >= ts - 0.002
+        time.sleep(0.005)                         # the consumer's work on this frame
+    assert len(decoded_s) == 6
+
+
 def test_fake_camera_clip_loops_there_and_back_with_a_counter_per_frame(tmp_path):
     """The browser's fake camera loops its file: played there and back, the face never jumps at the
     loop, and each frame's stamp reads back as its place in the file (glass-to-glass latency)."""
