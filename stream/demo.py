@@ -169,9 +169,9 @@ class DemoSource(Source):
 
     def frames(self):
         """(image, timestamp s) pairs. Paced (`realtime`), a frame is decoded when it is due, as a camera's
-        arrives: a capture thread waits for the camera between frames, so the decode of the next frame
-        never runs beside the processing of this one (decoded ahead, it held the GIL and the caches then,
-        and the paced latency grew by 2-3 ms for hih and MediaPipe alike)."""
+        frame arrives: a capture thread waits for the camera between frames, so the decode of the next
+        frame never runs beside the processing of this one (decoded ahead, it held the GIL and the caches
+        then, and the paced latency grew by 1-2 ms for hih and MediaPipe alike)."""
         start = time.perf_counter()
         images = self.images()
         try:
