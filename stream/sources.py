@@ -5,7 +5,6 @@ network stream: frames may be dropped) or a file (every frame is processed, unle
 """
 from __future__ import annotations
 
-import os
 import queue
 import re
 import threading
@@ -77,17 +76,6 @@ def _to_bgr(image: np.ndarray) -> np.ndarray:
     return image
 
 
-# cores the pipeline keeps busy on a file: the landmark stage and its look-ahead (or the smoothing stage)
-PIPELINE_CORES = 2
-
-
-def decoder_threads() -> int:
-    """FFmpeg's decoding threads: the cores beyond the pipeline's, at least one. FFmpeg's own choice (one
-    per core) competed with the pipeline: on 2 cores a 1280x720 file ran at 144 FPS with one decoding
-    thread against 132 with two (MediaPipe 128 against 111; 640x480 the same either way)."""
-    return max(1, (os.cpu_count() or 1) - PIPELINE_CORES)
-
-
 class AvSource(Source):
     """Video files and network streams through PyAV, with the stream's own timestamps."""
 
@@ -115,7 +103,6 @@ class AvSource(Source):
             raise SourceError(f"{location} has no video stream")
         self.stream = self.container.streams.video[0]
         self.stream.thread_type = "AUTO"
-        self.stream.codec_context.thread_count = decoder_threads()
         rate = self.stream.average_rate or self.stream.guessed_rate
         self.fps = float(rate) if rate else 30.0
 

@@ -198,18 +198,6 @@ def test_real_video_file_through_pyav(tmp_path):
     assert all(len(f.faces) == 1 for f in frames)
 
 
-@pytest.mark.parametrize("cores,threads", [(1, 1), (2, 1), (4, 2), (16, 14)])
-def test_the_decoder_takes_the_cores_the_pipeline_leaves(tmp_path, monkeypatch, cores, threads):
-    import stream.sources
-    path = tmp_path / "clip.mp4"
-    write_video(path, [DemoSource(frames=2).render(i) for i in range(2)])
-    monkeypatch.setattr(stream.sources.os, "cpu_count", lambda: cores)
-    src = AvSource(str(path))
-    assert src.stream.codec_context.thread_count == threads
-    assert len(list(src.frames())) == 2
-    src.close()
-
-
 @pytest.mark.parametrize("ext", [".csv", ".jsonl", ".npz"])
 def test_recording_round_trip(tmp_path, ext):
     src = DemoSource(frames=20)
