@@ -297,13 +297,13 @@ def trainable(model: torch.nn.Module, only: str) -> list[torch.nn.Parameter]:
     mode, so their running statistics stay those of --init."""
     if not only:
         return list(model.parameters())
-    if not hasattr(model, only):
-        raise SettingsError(f"optim.train_only: the network has no module {only!r}; it has "
-                            + ", ".join(name for name, _ in model.named_children()))
-    for name, child in model.named_children():
+    children = dict(model.named_children())
+    if only not in children:     # any other attribute (the config, a method) is no module to train
+        raise SettingsError(f"optim.train_only: the network has no module {only!r}; it has " + ", ".join(children))
+    for name, child in children.items():
         child.train(model.training and name == only)
         child.requires_grad_(name == only)
-    return list(getattr(model, only).parameters())
+    return list(children[only].parameters())
 
 
 def training_set(recipe: Recipe, data: str | Path | None, cache_dir: Path | None = None

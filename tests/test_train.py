@@ -194,8 +194,9 @@ def test_the_decimal_head_relearns_alone_on_the_skip_sum(tiny_cache, tmp_path):
     moved = {k for k, v in after.items() if not torch.equal(v, before[k])}
     assert moved and all(k.startswith("roi_head.") for k in moved), sorted(moved)[:5]
     assert "roi_head.fc1.weight" in moved and "roi_head.reduce.bn.running_mean" in moved
-    with pytest.raises(SettingsError, match="roi_head"):
-        trainable(build_network(skip), "decimal")
+    for not_a_module in ("decimal", "cfg"):      # "cfg" is an attribute of the network, not a module
+        with pytest.raises(SettingsError, match="roi_head"):
+            trainable(build_network(skip), not_a_module)
 
 
 def test_sampling_weights_give_the_synthetic_share_and_balance_poses():
