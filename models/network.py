@@ -128,6 +128,17 @@ class GlobalDecimalHead(nn.Module):
         self.decimal_px = cfg.decimal_px
 
     def forward(self, feat: torch.Tensor, heatmap: torch.Tensor, peak_cells: torch.Tensor) -> torch.Tensor:
+        return self.read(self.features(feat), heatmap, peak_cells)
+
+    def features(self, feat: torch.Tensor) -> torch.Tensor:
+        """What the head reads: the whole map itself."""
+        return feat
+
+    def read(self, feat: torch.Tensor, heatmap: torch.Tensor, peak_cells: torch.Tensor,
+             points: torch.Tensor | None = None) -> torch.Tensor:
+        """feat (B,C,H,W) -> (B,K,D,D), every landmark at once (heatmap and peak_cells unused)."""
+        if points is not None:
+            raise ValueError("the global decimal head maps every landmark at once; reading a few needs decimal_head: roi")
         x = F.max_pool2d(self.conv1(feat), 3, 2)
         x = self.head(self.down_ops(x))
         # MaxPool(3,2) + stride-2 blocks land on D (e.g. 64->31->16->8); resize guards odd sizes.
@@ -157,11 +168,15 @@ class RoiDecimalHead(nn.Module):
 
     def forward(self, feat: torch.Tensor, heatmap: torch.Tensor, peak_cells: torch.Tensor) -> torch.Tensor:
         """feat (B,C,H,W), heatmap (B,K,H,W), peak_cells (B,K,2) integer (x, y) -> (B,K,D,D)."""
-        return self.read(self.reduce(feat), heatmap, peak_cells)
+        return self.read(self.features(feat), heatmap, peak_cells)
+
+    def features(self, feat: torch.Tensor) -> torch.Tensor:
+        """What the head reads: (B,C,H,W) -> the reduced map (B,c,H,W)."""
+        return self.reduce(feat)
 
     def read(self, feat: torch.Tensor, heatmap: torch.Tensor, peak_cells: torch.Tensor,
              points: torch.Tensor | None = None) -> torch.Tensor:
-        """forward from the reduced features (B,c,H,W); with points (B,M) landmark indices, peak_cells
+        """forward from features() (B,c,H,W); with points (B,M) landmark indices, peak_cells
         (B,M,2) are theirs and the maps (B,M,D,D) too (a second read of a few points)."""
         embed = self.embed
         if points is not None:
@@ -239,17 +254,14 @@ class HIHNet(nn.Module):
         last = heatmaps[-1]
         if peak_cells is None:
             peak_cells = PEAK_CELLS[self.cfg.peak_cell](last.detach())
-        head = self.decimal_head
-        if isinstance(head, RoiDecimalHead):     # its reduced features stay in the outputs for decimal_at
-            features = head.reduce(x)
-            decimal = head.read(features, last.detach(), peak_cells)
-        else:
-            features, decimal = x, head(x, last.detach(), peak_cells)
+        # what the head reads stays in the outputs, for decimal_at
+        features = self.decimal_head.features(x)
+        decimal = self.decimal_head.read(features, last.detach(), peak_cells)
         return {"heatmaps": torch.stack(heatmaps, 1), "decimal": decimal, "peak_cells": peak_cells, "features": features}
 
     def decimal_at(self, outputs: dict[str, torch.Tensor], cells: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        """ROI head: the decimal maps (B,M,D,D) of landmarks `points` (B,M) read at `cells` (B,M,2), from a
-        forward's outputs."""
+        """The decimal maps (B,M,D,D) of landmarks `points` (B,M) read at `cells` (B,M,2), from a forward's
+        outputs (the ROI head)."""
         return self.decimal_head.read(outputs["features"], outputs["heatmaps"][:, -1].detach(), cells, points)
 
 

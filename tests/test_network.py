@@ -37,6 +37,28 @@ def test_official_checkpoint_layout_loads(tmp_path):
         assert torch.equal(v, dst.state_dict()[k])
 
 
+def test_both_decimal_heads_give_what_they_read_and_only_the_roi_head_reads_a_few_points_again():
+    """forward keeps the map the head read ("features"): the global head's is the network's own map, the
+    ROI head's its reduced one, which decimal_at reads again for a few points, as the first read did."""
+    small = dict(num_landmarks=68, input_px=64, stacks=1, channels=32, depth=2, roi_channels=8, head_channels=16)
+    x = torch.randn(2, 3, 64, 64)
+    for head, channels in (("global", 32), ("roi", 8)):
+        net = build_network({**small, "decimal_head": head}).eval()
+        with torch.no_grad():
+            out = net(x)
+        assert out["features"].shape == (2, channels, 16, 16) and out["decimal"].shape == (2, 68, 8, 8)
+        points = torch.tensor([[3, 40], [0, 67]])
+        cells = out["peak_cells"].gather(1, points[..., None].expand(-1, -1, 2))
+        if head == "global":
+            with pytest.raises(ValueError, match="decimal_head: roi"):
+                net.decimal_at(out, cells, points)
+            continue
+        with torch.no_grad():
+            again = net.decimal_at(out, cells, points)
+        first = out["decimal"].gather(1, points[..., None, None].expand(-1, -1, 8, 8))
+        assert torch.allclose(again, first, atol=1e-5)
+
+
 def test_wrong_architecture_is_a_clear_error():
     small = build_network(dict(num_landmarks=68, input_px=64, stacks=1, channels=32, depth=2))
     other = build_network(dict(num_landmarks=98, input_px=64, stacks=1, channels=32, depth=2))
