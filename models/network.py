@@ -115,7 +115,16 @@ class DownBlock(nn.Module):
         return F.relu(self.conv2(self.conv1(x)) + self.downsample(x), inplace=True)
 
 
-class GlobalDecimalHead(nn.Module):
+class DecimalHead(nn.Module):
+    """A decimal head: features() is what it reads of the network's map, read() maps that to the decimal
+    logits (every landmark's, or with points a few landmarks' again: HIHNet.decimal_at)."""
+
+    def forward(self, feat: torch.Tensor, heatmap: torch.Tensor, peak_cells: torch.Tensor) -> torch.Tensor:
+        """feat (B,C,H,W), heatmap (B,K,H,W), peak_cells (B,K,2) integer (x, y) -> (B,K,D,D)."""
+        return self.read(self.features(feat), heatmap, peak_cells)
+
+
+class GlobalDecimalHead(DecimalHead):
     """Official HIH_head: the whole H x H feature map -> K x D x D logits (spec §2.1)."""
 
     def __init__(self, cfg: NetworkConfig):
@@ -126,9 +135,6 @@ class GlobalDecimalHead(nn.Module):
         self.down_ops = nn.Sequential(*[DownBlock(c) for _ in range(n_down)])
         self.head = nn.Sequential(ConvBNReLU(c, c, 1), nn.Conv2d(c, cfg.num_landmarks, 1))
         self.decimal_px = cfg.decimal_px
-
-    def forward(self, feat: torch.Tensor, heatmap: torch.Tensor, peak_cells: torch.Tensor) -> torch.Tensor:
-        return self.read(self.features(feat), heatmap, peak_cells)
 
     def features(self, feat: torch.Tensor) -> torch.Tensor:
         """What the head reads: the whole map itself."""
@@ -147,7 +153,7 @@ class GlobalDecimalHead(nn.Module):
         return x
 
 
-class RoiDecimalHead(nn.Module):
+class RoiDecimalHead(DecimalHead):
     """Decimal head that reads features *at* each landmark's integer peak (our departure).
 
     For landmark k at integer cell (ix, iy) it gathers a (2r+1)^2 window of reduced features
@@ -165,10 +171,6 @@ class RoiDecimalHead(nn.Module):
         self.fc1 = nn.Linear((cfg.roi_channels + 1) * window, cfg.roi_hidden)
         self.fc2 = nn.Linear(cfg.roi_hidden, cfg.decimal_px ** 2)
         self.decimal_px = cfg.decimal_px
-
-    def forward(self, feat: torch.Tensor, heatmap: torch.Tensor, peak_cells: torch.Tensor) -> torch.Tensor:
-        """feat (B,C,H,W), heatmap (B,K,H,W), peak_cells (B,K,2) integer (x, y) -> (B,K,D,D)."""
-        return self.read(self.features(feat), heatmap, peak_cells)
 
     def features(self, feat: torch.Tensor) -> torch.Tensor:
         """What the head reads: (B,C,H,W) -> the reduced map (B,c,H,W)."""
