@@ -18,14 +18,18 @@ class LossConfig:
     # transform consistency (SBR-style): two views of a face, a small similarity apart, must decode to
     # the same landmarks once mapped into one frame; squared difference in heatmap cells
     consistency_weight: float = 0.0
-    # knowledge distillation: a trained teacher (a hihtrack checkpoint of the same heatmap geometry) is
-    # a second target, its integer heatmap and its decimal distribution at the student's cells, weighted
-    # like the ground truth's terms; distill_weight 0 = off. distill_on "real": only on the real faces of
-    # a synthetic mix, so a teacher that is right on near-frontal faces holds them there (learning
-    # without forgetting) and says nothing about the poses it never saw
+    # knowledge distillation: a trained teacher (a hihtrack checkpoint) is a second target, weighted like
+    # the ground truth's terms; distill_weight 0 = off. distill_on "real": only on the real faces of a
+    # synthetic mix, so a teacher that is right on near-frontal faces holds them there (learning without
+    # forgetting) and says nothing about the poses it never saw.
+    # distill_target "heatmaps": the teacher's integer heatmap and its decimal distribution at the
+    # student's cells (the teacher must share the student's heatmap geometry). "landmarks": the teacher's
+    # decoded landmarks, encoded by the student's codec like ground truth; the teacher reads the student's
+    # crop resized to its own input, so a smaller input can learn from a larger one
     teacher: str = ""
     distill_weight: float = 0.0
     distill_on: Literal["all", "real"] = "all"
+    distill_target: Literal["heatmaps", "landmarks"] = "heatmaps"
     # the jaw points of synthetic views, against the rest (1 = alike): the profiler marches the far-side
     # jaw to the rendered silhouette, an approximation of 300-W's convention, and every synthetic mix so
     # far moved the jaw of real faces off their annotation

@@ -104,14 +104,14 @@ def _ddp() -> tuple[int, int]:
 
 
 def forward_and_loss(model, recipe: Recipe, codec: HIHCodec, x, pts, a_to_b: torch.Tensor | None = None,
-                     teacher: torch.nn.Module | None = None, real: torch.Tensor | None = None,
+                     teacher: Teacher | None = None, real: torch.Tensor | None = None,
                      taught: torch.Tensor | None = None, edited: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """One training forward: the decimal target refers to the cell the decimal map refines.
 
     a_to_b: when given, x and pts hold two views (first half a, second half b) of the same faces and
     (B,2,3) maps view-a input px to view-b input px; the consistency term compares their decodes.
-    teacher: when given, its last integer heatmap and its decimal distribution at the student's cells
-    are a second target (loss.distill_weight), on the faces where real (B,) is True when
+    teacher: when given, its targets (Teacher.targets, in the student's geometry) are a second target
+    (loss.distill_weight), on the faces where real (B,) is True when
     loss.distill_on is "real" (taught (B,), when given, narrows them: real faces the teacher knows).
     edited (B,): the rows given closed eyes (their lids weigh loss.closed_lid_weight).
     """
@@ -133,10 +133,7 @@ def forward_and_loss(model, recipe: Recipe, codec: HIHCodec, x, pts, a_to_b: tor
         if taught_rows is not None:
             x = x[taught_rows]
             out = {k: out[k][taught_rows] for k in ("heatmaps", "decimal", "peak_cells")}
-        with torch.no_grad():
-            t = teacher(x, out["peak_cells"])
-        taught = hih_loss(out, {"heatmap": t["heatmaps"][:, -1].float(), "decimal": t["decimal"].float().flatten(2).softmax(-1)
-                                .view_as(t["decimal"])}, recipe.loss)
+        taught = hih_loss(out, teacher.targets(x, out["peak_cells"], codec), recipe.loss)
         parts["distill"], parts["distill_heatmap"] = taught["loss"], taught["heatmap"]
         parts["loss"] = parts["loss"] + recipe.loss.distill_weight * parts["distill"]
     return parts
@@ -160,24 +157,51 @@ def point_weights(cfg: LossConfig, num_points: int, real: torch.Tensor | None,
     return None if bool((weights == 1).all()) else weights
 
 
-def load_teacher(recipe: Recipe, device) -> torch.nn.Module | None:
+@dataclass
+class Teacher:
+    """A frozen trained network whose outputs are a second training target (loss.distill_*)."""
+    net: torch.nn.Module
+    codec: HIHCodec            # the teacher's own, to decode its landmarks
+    target: Literal["heatmaps", "landmarks"]
+
+    @torch.no_grad()
+    def targets(self, x: torch.Tensor, cells: torch.Tensor, student: HIHCodec) -> dict[str, torch.Tensor]:
+        """x (B,3,S,S): the student's input; cells (B,K,2): the student's peak cells -> {"heatmap"
+        (B,K,H,H), "decimal" (B,K,D,D) probabilities} in the student's geometry."""
+        if self.target == "heatmaps":
+            t = self.net(x, cells)
+            return {"heatmap": t["heatmaps"][:, -1].float(),
+                    "decimal": t["decimal"].float().flatten(2).softmax(-1).view_as(t["decimal"])}
+        side_px = self.codec.input_px
+        if x.shape[-1] != side_px:   # pixel centres: align_corners=False, the mapping of the points below
+            x = torch.nn.functional.interpolate(x.float(), size=(side_px, side_px), mode="bilinear", align_corners=False)
+        points, _ = self.codec.decode(self.net(x))
+        points = (points.float() + 0.5) * (student.input_px / side_px) - 0.5
+        return student.encode(points, cells=cells)
+
+
+def load_teacher(recipe: Recipe, device) -> Teacher | None:
     """The distillation teacher the recipe names (None without one), frozen, checked to share the
-    student's heatmap geometry."""
-    if recipe.loss.distill_weight <= 0:
+    student's landmarks and, for heatmap targets, its heatmap geometry."""
+    cfg = recipe.loss
+    if cfg.distill_weight <= 0:
         return None
-    if not recipe.loss.teacher:
+    if not cfg.teacher:
         raise SettingsError("loss.distill_weight > 0 needs loss.teacher: a hihtrack checkpoint, e.g. models/weights/hih_small_300w.pt")
-    path = Path(recipe.loss.teacher).expanduser()
+    path = Path(cfg.teacher).expanduser()
     ck = load_checkpoint(path)
-    cfg = Recipe.from_dict(ck["recipe"]).model
-    mine = recipe.model
-    if (cfg.input_px, cfg.heatmap_px, cfg.decimal_px, cfg.num_landmarks) != (mine.input_px, mine.heatmap_px, mine.decimal_px,
-                                                                              mine.num_landmarks):
-        raise SettingsError(f"teacher {path} has another heatmap geometry than the student (input, heatmap, decimal, "
-                            "points must match)")
-    teacher = build_network(cfg)
-    load_into(teacher, ck["state_dict"], str(path))
-    return teacher.eval().requires_grad_(False).to(device).to(memory_format=torch.channels_last)
+    theirs = Recipe.from_dict(ck["recipe"])
+    t, mine = theirs.model, recipe.model
+    if t.num_landmarks != mine.num_landmarks:
+        raise SettingsError(f"teacher {path} has {t.num_landmarks} landmarks, the student {mine.num_landmarks}")
+    if cfg.distill_target == "heatmaps" and (t.input_px, t.heatmap_px, t.decimal_px) != (mine.input_px, mine.heatmap_px,
+                                                                                         mine.decimal_px):
+        raise SettingsError(f"teacher {path} has another heatmap geometry than the student (input, heatmap and decimal "
+                            "px must match); set loss.distill_target=landmarks to learn from its landmarks instead")
+    net = build_network(t)
+    load_into(net, ck["state_dict"], str(path))
+    net = net.eval().requires_grad_(False).to(device).to(memory_format=torch.channels_last)
+    return Teacher(net, theirs.hih_codec(), cfg.distill_target)
 
 
 def training_batch(tr: D.FaceCache, idx: torch.Tensor, recipe: Recipe, gen: torch.Generator, dev) -> tuple:
