@@ -253,16 +253,16 @@ def test_distillation_pulls_the_student_towards_the_teacher(tmp_path):
 
 
 def test_a_larger_teacher_teaches_a_smaller_input_its_landmarks_where_it_would_put_them(data_300w):
-    """loss.distill_target "landmarks": the shipped 128 px network teaches a 64 px student. Its targets
+    """loss.distill_target "landmarks": a shipped 128 px network teaches a 64 px student. Its targets
     decode, in the student's codec, to the landmarks the teacher finds on its own 128 px crop of the same
-    faces, mapped to 64 px: no half-pixel shift from the resize (that would be 0.5 px at 128), and no
+    faces, mapped to 64 px: no half-pixel shift from the resize (0.5 px on each axis at 128), and no
     more spread than the resize costs. Heatmap targets from it are refused, with what to set instead."""
     from dataclasses import replace
 
     from models.schema import SettingsError
     from models.train import load_teacher
     cache = D.cache_in_memory(D.load_faces(data_300w, "train")[:12], D.CacheSpec(256, 1.8))
-    shipped = str(ROOT / "models/weights/hih_fast_300w.pt")
+    shipped = str(ROOT / "models/weights/hih_small_300w.pt")
     recipe = Recipe.from_dict({**TINY, "loss": {"teacher": shipped, "distill_weight": 1.0, "distill_target": "landmarks"}})
     teacher, student = load_teacher(recipe, torch.device("cpu")), recipe.hih_codec()
     assert (teacher.codec.input_px, student.input_px) == (128, 64)
@@ -275,7 +275,7 @@ def test_a_larger_teacher_teaches_a_smaller_input_its_landmarks_where_it_would_p
     target = teacher.targets(x64, cells, student)
     taught64, _ = student.decode({"heatmaps": target["heatmap"], "decimal": target["decimal"].log(), "peak_cells": cells})
     diff_px = (taught64 + 0.5) * 2 - 0.5 - own128          # in the teacher's 128 px
-    assert diff_px.mean((0, 1)).abs().max() < 0.25
+    assert diff_px.mean((0, 1)).norm() < 0.35             # a half-pixel slip: (0.5, 0.5), 0.71 px
     assert diff_px.norm(dim=-1).median() < 1.5
     with pytest.raises(SettingsError, match="distill_target=landmarks"):
         load_teacher(replace(recipe, loss=replace(recipe.loss, distill_target="heatmaps")), torch.device("cpu"))
