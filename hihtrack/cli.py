@@ -490,7 +490,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(run_startup_bench(out))
     elif args.what == "models":
         from bench.models import run_models_bench
-        print(run_models_bench(Path(args.data) if args.data else ROOT.parent / "shared/data", out, log=_notice))
+        from models.engine import weights_path
+        print(run_models_bench(Path(args.data) if args.data else ROOT.parent / "shared/data", out, log=_notice,
+                               candidates=(weights_path(args.weights),) if args.weights else ()))
     elif args.what == "speed":
         from bench.speed import run_speed
         print(run_speed(args.device, out, quick=args.quick))
@@ -591,7 +593,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data", help="folder holding 300w/ and wflw/ (default ../shared/data)")
     b.add_argument("--device", default="cpu", help="speed: cpu | cuda")
     b.add_argument("--quick", action="store_true", help="speed: fewer repetitions")
-    b.add_argument("--weights", help="jitter: HIH weights to measure (default: the shipped ones)")
+    b.add_argument("--weights", help="jitter: HIH weights to measure (default: the shipped ones); "
+                   "models: a candidate's, beside the shipped ones")
     b.add_argument("--out", default=str(ROOT / "bench/results"))
     b.set_defaults(func=cmd_bench)
 

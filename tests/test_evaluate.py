@@ -53,3 +53,28 @@ def test_pupils_are_also_compared_on_the_faces_every_method_found():
     assert common["faces"] == 3 and common["mean"] == pytest.approx(100 * np.sqrt(2) / 100)
     assert rows["few, on the faces all find"]["mean"] == pytest.approx(rows["few"]["mean"])
     assert set(pupil_table({"alone": many}, gt, io)) == {"alone"}
+
+
+def test_the_model_table_measures_a_candidate_beside_the_shipped_weights(data_300w, tmp_path, monkeypatch):
+    """bench models --weights: a checkpoint that is not shipped gets its own row, evaluated and timed
+    with its own weights, beside every shipped one."""
+    import shutil
+
+    import bench.models as bm
+    from models.engine import SHIPPED_WEIGHTS
+
+    evaluated, timed = [], []
+
+    class Result:
+        rows = {"hihtrack (hih decode)": {"nme": 3.0, "detected": 1}}
+
+    monkeypatch.setattr(bm, "evaluate", lambda faces, weights, *a, **k: evaluated.append(weights) or Result())
+    monkeypatch.setattr(bm, "hih_costs", lambda weights, image, box: timed.append(weights) or {"network_1t": 1.0})
+    monkeypatch.setattr(bm, "competitor_costs", lambda image, box: {})
+    candidate = tmp_path / "mine.pt"
+    shutil.copy(SHIPPED_WEIGHTS["fast"], candidate)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "300w").symlink_to(data_300w)
+    md = bm.run_models_bench(tmp_path / "data", tmp_path / "out", log=lambda m: None, candidates=(candidate,))
+    assert "| candidate mine |" in md
+    assert set(timed) == set(evaluated) == {*SHIPPED_WEIGHTS.values(), candidate}
