@@ -193,7 +193,8 @@ def load_teacher(recipe: Recipe, device) -> Teacher | None:
     theirs = Recipe.from_dict(ck["recipe"])
     t, mine = theirs.model, recipe.model
     if t.num_landmarks != mine.num_landmarks:
-        raise SettingsError(f"teacher {path} has {t.num_landmarks} landmarks, the student {mine.num_landmarks}")
+        raise SettingsError(f"teacher {path} has {t.num_landmarks} landmarks, the student {mine.num_landmarks}; "
+                            "name a teacher of the same landmark scheme")
     if cfg.distill_target == "heatmaps" and (t.input_px, t.heatmap_px, t.decimal_px) != (mine.input_px, mine.heatmap_px,
                                                                                          mine.decimal_px):
         raise SettingsError(f"teacher {path} has another heatmap geometry than the student (input, heatmap and decimal "
