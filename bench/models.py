@@ -60,15 +60,15 @@ def competitor_costs(image: np.ndarray, box: FaceBox) -> dict[str, dict[str, flo
 
 def run_models_bench(data: Path, out_dir: Path, log=print, candidates: tuple[Path, ...] = ()) -> str:
     """The table for the shipped weights and, beside them, any `candidates` (checkpoints not shipped)."""
-    models = {f"hih {name}": weights for name, weights in SHIPPED_WEIGHTS.items()}
-    models.update({f"candidate {path.stem}": path for path in candidates})
+    networks = {f"hih {name}": weights for name, weights in SHIPPED_WEIGHTS.items()}
+    networks.update({f"candidate {path.stem}": path for path in candidates})
     faces = {name: load_faces(data / name, "test") for name in SETS if (data / name).exists()}
     if "300w" not in faces:
         raise FileNotFoundError(f"no 300w/ under {data}: pass --data, the folder that holds 300w/ and wflw/")
     probe = faces["300w"][0]
     image, box = cv2.imread(str(probe.image_path)), FaceBox.from_landmarks(to_68(probe.landmarks_px))
     rows: dict[str, dict] = {}
-    for i, (label, weights) in enumerate(models.items()):
+    for i, (label, weights) in enumerate(networks.items()):
         rows[label] = {"params_m": _params_m(weights), **hih_costs(weights, image, box)}
         for set_name, set_faces in faces.items():
             for protocol in PROTOCOLS:
