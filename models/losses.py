@@ -25,7 +25,8 @@ class LossConfig:
     # distill_target "heatmaps": the teacher's integer heatmap and its decimal distribution at the
     # student's cells (the teacher must share the student's heatmap geometry). "landmarks": the teacher's
     # decoded landmarks, encoded by the student's codec like ground truth; the teacher reads the student's
-    # crop resized to its own input, so a smaller input can learn from a larger one
+    # crop resized to its own input, so a smaller input can learn from a larger one. Several teachers,
+    # comma separated, teach their mean targets (an ensemble is nearer the truth than either member)
     teacher: str = ""
     distill_weight: float = 0.0
     distill_on: Literal["all", "real"] = "all"

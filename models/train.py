@@ -159,9 +159,9 @@ def point_weights(cfg: LossConfig, num_points: int, real: torch.Tensor | None,
 
 @dataclass
 class Teacher:
-    """A frozen trained network whose outputs are a second training target (loss.distill_*)."""
-    net: torch.nn.Module
-    codec: HIHCodec            # the teacher's own, to decode its landmarks
+    """Frozen trained networks whose outputs, averaged, are a second training target (loss.distill_*).
+    Several members teach as an ensemble: their mean landmarks are nearer the truth than either's."""
+    members: list[tuple[torch.nn.Module, HIHCodec]]   # (network, its own codec to decode its landmarks)
     target: Literal["heatmaps", "landmarks"]
 
     @torch.no_grad()
@@ -169,40 +169,50 @@ class Teacher:
         """x (B,3,S,S): the student's input; cells (B,K,2): the student's peak cells -> {"heatmap"
         (B,K,H,H), "decimal" (B,K,D,D) probabilities} in the student's geometry."""
         if self.target == "heatmaps":
-            t = self.net(x, cells)
-            return {"heatmap": t["heatmaps"][:, -1].float(),
-                    "decimal": t["decimal"].float().flatten(2).softmax(-1).view_as(t["decimal"])}
-        side_px = self.codec.input_px
+            outs = [net(x, cells) for net, _ in self.members]
+            return {"heatmap": torch.stack([t["heatmaps"][:, -1].float() for t in outs]).mean(0),
+                    "decimal": torch.stack([t["decimal"].float().flatten(2).softmax(-1).view_as(t["decimal"])
+                                            for t in outs]).mean(0)}
+        points = torch.stack([self._landmarks(net, codec, x, student.input_px) for net, codec in self.members]).mean(0)
+        return student.encode(points, cells=cells)
+
+    @staticmethod
+    def _landmarks(net: torch.nn.Module, codec: HIHCodec, x: torch.Tensor, student_px: int) -> torch.Tensor:
+        """(B,K,2): a member's landmarks on the student's crop x, in the student's px."""
+        side_px = codec.input_px
         if x.shape[-1] != side_px:   # pixel centres: align_corners=False, the mapping of the points below
             x = torch.nn.functional.interpolate(x.float(), size=(side_px, side_px), mode="bilinear", align_corners=False)
-        points, _ = self.codec.decode(self.net(x))
-        points = (points.float() + 0.5) * (student.input_px / side_px) - 0.5
-        return student.encode(points, cells=cells)
+        points, _ = codec.decode(net(x))
+        return (points.float() + 0.5) * (student_px / side_px) - 0.5
 
 
 def load_teacher(recipe: Recipe, device) -> Teacher | None:
-    """The distillation teacher the recipe names (None without one), frozen, checked to share the
-    student's landmarks and, for heatmap targets, its heatmap geometry."""
+    """The distillation teacher the recipe names (None without one): one checkpoint or several, comma
+    separated, frozen, each checked to share the student's landmarks and, for heatmap targets, its
+    heatmap geometry."""
     cfg = recipe.loss
     if cfg.distill_weight <= 0:
         return None
     if not cfg.teacher:
         raise SettingsError("loss.distill_weight > 0 needs loss.teacher: a hihtrack checkpoint, e.g. models/weights/hih_small_300w.pt")
-    path = Path(cfg.teacher).expanduser()
+    members = [_teacher_member(Path(p.strip()).expanduser(), recipe, device) for p in cfg.teacher.split(",")]
+    return Teacher(members, cfg.distill_target)
+
+
+def _teacher_member(path: Path, recipe: Recipe, device) -> tuple[torch.nn.Module, HIHCodec]:
     ck = load_checkpoint(path)
     theirs = Recipe.from_dict(ck["recipe"])
     t, mine = theirs.model, recipe.model
     if t.num_landmarks != mine.num_landmarks:
         raise SettingsError(f"teacher {path} has {t.num_landmarks} landmarks, the student {mine.num_landmarks}; "
                             "name a teacher of the same landmark scheme")
-    if cfg.distill_target == "heatmaps" and (t.input_px, t.heatmap_px, t.decimal_px) != (mine.input_px, mine.heatmap_px,
-                                                                                         mine.decimal_px):
+    if recipe.loss.distill_target == "heatmaps" and (t.input_px, t.heatmap_px, t.decimal_px) != (
+            mine.input_px, mine.heatmap_px, mine.decimal_px):
         raise SettingsError(f"teacher {path} has another heatmap geometry than the student (input, heatmap and decimal "
                             "px must match); set loss.distill_target=landmarks to learn from its landmarks instead")
     net = build_network(t)
     load_into(net, ck["state_dict"], str(path))
-    net = net.eval().requires_grad_(False).to(device).to(memory_format=torch.channels_last)
-    return Teacher(net, theirs.hih_codec(), cfg.distill_target)
+    return net.eval().requires_grad_(False).to(device).to(memory_format=torch.channels_last), theirs.hih_codec()
 
 
 def training_batch(tr: D.FaceCache, idx: torch.Tensor, recipe: Recipe, gen: torch.Generator, dev) -> tuple:

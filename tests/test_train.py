@@ -265,12 +265,13 @@ def test_a_larger_teacher_teaches_a_smaller_input_its_landmarks_where_it_would_p
     shipped = str(ROOT / "models/weights/hih_small_300w.pt")
     recipe = Recipe.from_dict({**TINY, "loss": {"teacher": shipped, "distill_weight": 1.0, "distill_target": "landmarks"}})
     teacher, student = load_teacher(recipe, torch.device("cpu")), recipe.hih_codec()
-    assert (teacher.codec.input_px, student.input_px) == (128, 64)
+    (net, codec), = teacher.members
+    assert (codec.input_px, student.input_px) == (128, 64)
     idx, gen = torch.arange(len(cache)), torch.Generator().manual_seed(0)
     x128, _, _ = D.make_batch(cache, idx, 128, None, gen, "cpu")
     x64, gt64, _ = D.make_batch(cache, idx, 64, None, gen, "cpu")
     with torch.no_grad():
-        own128, _ = teacher.codec.decode(teacher.net(x128))
+        own128, _ = codec.decode(net(x128))
     cells = student.encode(gt64)["cells"]
     target = teacher.targets(x64, cells, student)
     taught64, _ = student.decode({"heatmaps": target["heatmap"], "decimal": target["decimal"].log(), "peak_cells": cells})
@@ -279,6 +280,44 @@ def test_a_larger_teacher_teaches_a_smaller_input_its_landmarks_where_it_would_p
     assert diff_px.norm(dim=-1).median() < 1.5
     with pytest.raises(SettingsError, match="distill_target=landmarks"):
         load_teacher(replace(recipe, loss=replace(recipe.loss, distill_target="heatmaps")), torch.device("cpu"))
+
+
+def test_several_teachers_teach_their_mean(data_300w, tmp_path):
+    """loss.teacher "a.pt,b.pt": the targets are the members' mean. Landmarks: the two shipped 128 px
+    networks teaching a 64 px student give targets that decode to the mean of what each teaches alone,
+    not to either one. Heatmaps: the mean of the members' heatmaps and decimal distributions."""
+    from models.network import build_network
+    from models.train import load_teacher
+    from models.weights import save_checkpoint
+    cache = D.cache_in_memory(D.load_faces(data_300w, "train")[:12], D.CacheSpec(256, 1.8))
+    x64, gt64, _ = D.make_batch(cache, torch.arange(len(cache)), 64, None, torch.Generator().manual_seed(0), "cpu")
+    shipped = [str(ROOT / f"models/weights/hih_{name}_300w.pt") for name in ("small", "fast")]
+    student = Recipe.from_dict(TINY).hih_codec()
+    cells = student.encode(gt64)["cells"]
+
+    def taught(teachers: list[str], target: str, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        recipe = Recipe.from_dict({**TINY, "loss": {"teacher": ",".join(teachers), "distill_weight": 1.0,
+                                                    "distill_target": target}})
+        return load_teacher(recipe, torch.device("cpu")).targets(x, cells, student)
+
+    def points(t: dict[str, torch.Tensor]) -> torch.Tensor:
+        return student.decode({"heatmaps": t["heatmap"], "decimal": t["decimal"].log(), "peak_cells": cells})[0]
+
+    a, b = (points(taught([p], "landmarks", x64)) for p in shipped)
+    both = points(taught(shipped, "landmarks", x64))
+    apart_px = (a - b).norm(dim=-1).median()
+    assert apart_px > 0.1                                   # the members disagree enough to tell them apart
+    assert (both - (a + b) / 2).norm(dim=-1).median() < 0.25 * apart_px
+    torch.manual_seed(0)
+    tiny = Recipe.from_dict(TINY)
+    for name in ("t1", "t2"):
+        save_checkpoint({"state_dict": build_network(tiny.model).state_dict(), "recipe": tiny.to_dict()}, tmp_path / f"{name}.pt")
+    x = torch.randn(len(cells), 3, 64, 64)
+    t1, t2 = (taught([str(tmp_path / f"{n}.pt")], "heatmaps", x) for n in ("t1", "t2"))
+    mean = taught([str(tmp_path / "t1.pt"), str(tmp_path / "t2.pt")], "heatmaps", x)
+    for key in ("heatmap", "decimal"):
+        assert not torch.allclose(t1[key], t2[key])
+        torch.testing.assert_close(mean[key], (t1[key] + t2[key]) / 2)
 
 
 def test_distillation_on_real_faces_only_leaves_the_synthetic_ones_out(tmp_path):
