@@ -30,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parents[1]     # the checkout (or site-packages): configs/, models/weights/, bench/
 SUBCOMMANDS = ("track", "extract", "train", "eval", "bench", "export", "replay", "fit-shape", "synth-poses", "train-eyes",
-               "config")
+               "average", "config")
 
 
 class CliError(UserError):
@@ -304,6 +304,17 @@ def _export_shipped() -> int:
     paths.append(write_shipped_clip())
     for p in paths:
         print(f"wrote {p}")
+    return 0
+
+
+def cmd_average(args: argparse.Namespace) -> int:
+    """One checkpoint, the mean of several of one run (how the shipped weights were made)."""
+    from models.weights import average_checkpoints, save_checkpoint
+    out = Path(args.out)
+    if out.resolve() in {Path(p).resolve() for p in args.checkpoints}:
+        raise CliError(f"--out {out} is one of the checkpoints to average; write the mean to a new file")
+    save_checkpoint(average_checkpoints(args.checkpoints), out)
+    print(f"wrote {out}: the mean of {len(args.checkpoints)} checkpoints")
     return 0
 
 
@@ -631,6 +642,11 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--threads", type=_bounded(0, 256), default=0)
     tp.add_argument("--out", default=str(ROOT / "models/weights/eyes_300w.pt"))
     tp.set_defaults(func=cmd_train_eyes)
+
+    av = sub.add_parser("average", help="the mean of several checkpoints of one run (e.g. its last epochs) as one")
+    av.add_argument("checkpoints", nargs="+", help="checkpoints of one network, e.g. runs/NAME/epoch_01[2-6].pt")
+    av.add_argument("--out", required=True, help="the averaged checkpoint to write")
+    av.set_defaults(func=cmd_average)
 
     fs = sub.add_parser("fit-shape", help="fit the shape model the 'shape' stabilizer uses (aligned PCA of training shapes)")
     fs.add_argument("--data", default=str(ROOT.parent / "shared/data/300w"))

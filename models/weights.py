@@ -67,6 +67,28 @@ def load_checkpoint(path: str | Path) -> dict:
     return ck
 
 
+def average_checkpoints(paths: list[str | Path]) -> dict:
+    """The mean of several checkpoints of one network (e.g. a run's last epochs, `optim.keep_epochs`):
+    every floating-point tensor of their state_dicts averaged, batch-norm statistics included; integer
+    tensors (batch counts), the recipe and the rest from the last; no optimizer state. A mean of nearby
+    epochs is smoother and usually a little more accurate than any one of them."""
+    import torch
+    if len(paths) < 2:
+        raise WeightsError("averaging needs at least two checkpoints (e.g. runs/NAME/epoch_*.pt)")
+    cks = [load_checkpoint(p) for p in paths]
+    last = cks[-1]["state_dict"]
+    for path, ck in zip(paths, cks):
+        sd = ck["state_dict"]
+        bad = sorted(set(sd) ^ set(last)) or [k for k in last if sd[k].shape != last[k].shape]
+        if bad:
+            raise WeightsError(f"{path} is not a checkpoint of the same network as {paths[-1]} (differs at {bad[0]}); "
+                               "average the epochs of one run")
+    mean = {k: torch.stack([ck["state_dict"][k].float() for ck in cks]).mean(0).to(v.dtype) if v.is_floating_point() else v
+            for k, v in last.items()}
+    kept = {k: v for k, v in cks[-1].items() if k not in ("state_dict", "optimizer")}
+    return {**kept, "state_dict": mean, "averaged_from": [Path(p).name for p in paths]}
+
+
 def official_state_dict(ck: dict) -> dict[str, torch.Tensor]:
     """The official HIH format: {'state_dict', 'best_nme', 'optimizer', 'epoch'} (spec §2.5);
     also accepts a bare state_dict and strips a DataParallel 'module.' prefix."""

@@ -174,6 +174,8 @@ CASES = [
     ("bench-unknown", ["bench", "everything"], ["everything"]),
     ("bench-quantization-data", ["bench", "quantization", "--data", "/nope"], ["/nope"]),
     ("fit-shape-data", ["fit-shape", "--data", "/nope/300w"], ["/nope/300w"]),
+    ("average-one", ["average", "{garbage_pt}", "--out", "{tmp}/mean.pt"], ["at least two"]),
+    ("average-garbage", ["average", "{garbage_pt}", "{garbage_pt}", "--out", "{tmp}/mean.pt"], ["weights", "garbage"]),
     # ---- extract
     ("extract-out-unwritable", ["extract", "{small_png}", "--out", "/proc/nope"], ["--out"]),
     ("extract-glob-empty", ["extract", "{tmp}/nothing*.mp4", "--out", "{tmp}/out"], ["matches no file"]),
@@ -202,7 +204,7 @@ def run_cli(files, capfd, monkeypatch):
     def run(argv) -> Ran:
         argv = [a.format(**{k: str(v) for k, v in files.items()}) for a in argv]
         if argv[0] not in ("replay", "export", "train", "eval", "bench", "fit-shape", "extract", "synth-poses",
-                           "train-eyes"):
+                           "train-eyes", "average"):
             argv = ["track", "--ui", "none", *argv] if "--ui" not in argv else ["track", *argv]
         capfd.readouterr()
         try:

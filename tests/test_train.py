@@ -199,6 +199,43 @@ def test_the_decimal_head_relearns_alone_on_the_skip_sum(tiny_cache, tmp_path):
             trainable(build_network(skip), not_a_module)
 
 
+def test_average_writes_the_mean_of_a_runs_checkpoints_and_refuses_another_network(tmp_path, capsys):
+    """`hihtrack average`: floating-point tensors (batch-norm statistics too) are the mean, batch counts
+    and the recipe come from the last, the optimizer state is dropped; the result loads and runs.
+    A checkpoint of another network is refused in one line, and so is writing over an input."""
+    from dataclasses import replace
+
+    from hihtrack.cli import main
+    from models.network import build_network
+    from models.weights import load_into, save_checkpoint
+    recipe = Recipe.from_dict(TINY)
+    paths = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        net = build_network(recipe.model)
+        for m in net.modules():                      # distinct batch-norm statistics per checkpoint
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_()
+        paths.append(tmp_path / f"epoch_{seed}.pt")
+        save_checkpoint({"state_dict": net.state_dict(), "recipe": recipe.to_dict(), "optimizer": {"lr": seed}}, paths[-1])
+    assert main(["average", *map(str, paths), "--out", str(tmp_path / "mean.pt")]) == 0
+    mean, parts = load_checkpoint(tmp_path / "mean.pt"), [load_checkpoint(p)["state_dict"] for p in paths]
+    assert "optimizer" not in mean and mean["recipe"] == recipe.to_dict()
+    for k, v in mean["state_dict"].items():
+        want = torch.stack([sd[k] for sd in parts]).mean(0) if v.is_floating_point() else parts[-1][k]
+        torch.testing.assert_close(v, want)
+    net = build_network(recipe.model)
+    load_into(net, mean["state_dict"], "mean.pt")
+    assert torch.isfinite(net.eval()(torch.randn(1, 3, 64, 64))["heatmaps"]).all()
+    other = replace(recipe.model, channels=32)
+    save_checkpoint({"state_dict": build_network(other).state_dict(), "recipe": recipe.to_dict()}, tmp_path / "other.pt")
+    capsys.readouterr()
+    assert main(["average", str(paths[0]), str(tmp_path / "other.pt"), "--out", str(tmp_path / "bad.pt")]) == 2
+    assert main(["average", str(paths[0]), str(paths[1]), "--out", str(paths[1])]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "same network" in err[0] and "new file" in err[1] and not (tmp_path / "bad.pt").exists()
+
+
 def test_sampling_weights_give_the_synthetic_share_and_balance_poses():
     from models.train import DataConfig, sampling_weights
     gen = torch.Generator().manual_seed(0)
