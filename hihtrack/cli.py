@@ -3,7 +3,7 @@
     python run.py [track] [--source 0|FILE|FOLDER|URL|demo] [--ui opencv|gradio|none] ...
     python run.py extract VIDEOS... --out DIR [--workers N | --batch-videos N | --ray auto]
     python run.py train --config configs/hih_small.yaml --data ../shared/data/300w
-    python run.py eval  --weights fast --data ../shared/data/300w
+    python run.py eval  --data ../shared/data/300w
     python run.py bench quantization|speed
     python run.py export --weights W --out model.onnx
 
@@ -37,6 +37,8 @@ class CliError(UserError):
     """A user-facing problem found by the CLI itself: printed as one line, exit status 2."""
 
 
+# --weights of the commands outside `track` (whose flag is the setting's): the names live in models.engine
+WEIGHTS_HELP = "HIH weights: a shipped name (models/weights/MODEL_CARD.md) or a file; none: the default"
 # `hihtrack track`'s flags: every top-level setting (stream/settings.py) by its own name, and these from
 # the web page's section by a short one
 SECTION_FLAGS = {"host": "gradio.host", "port": "gradio.port", "share": "gradio.share"}
@@ -558,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     xt.set_defaults(func=cmd_extract)
 
     ex = sub.add_parser("export", help="export the inference graph to ONNX")
-    ex.add_argument("--weights", default="fast", help="small | fast | a file")
+    ex.add_argument("--weights", help=WEIGHTS_HELP)
     ex.add_argument("--out", default="hih_small.onnx")
     ex.add_argument("--shipped", action="store_true", help="(re)make the graphs shipped beside the shipped weights "
                     "(models/weights/onnx) and the encoded demo clip (stream/media), after either changes")
@@ -575,7 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=cmd_replay)
 
     ev = sub.add_parser("eval", help="NME / FR / AUC / CED on held-out annotated faces, with competitors")
-    ev.add_argument("--weights", default="fast", help="small | fast | a file")
+    ev.add_argument("--weights", help=WEIGHTS_HELP)
     ev.add_argument("--data", default=str(ROOT.parent / "shared/data/300w"),
                     help="300-W root (test = helen_testset + lfpw_testset), a .pts folder, or a WFLW folder/list")
     ev.add_argument("--competitors", default="mediapipe,pfld", help="comma list: mediapipe, pfld, dlib ('' for none)")
