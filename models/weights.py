@@ -71,11 +71,14 @@ def average_checkpoints(paths: list[str | Path]) -> dict:
     """The mean of several checkpoints of one network (e.g. a run's last epochs, `optim.keep_epochs`):
     every floating-point tensor of their state_dicts averaged, batch-norm statistics included; integer
     tensors (batch counts), the recipe and the rest from the last; no optimizer state. A mean of nearby
-    epochs is smoother and usually a little more accurate than any one of them."""
+    epochs averages out their epoch-to-epoch noise (the shipped `fast` is one: MODEL_CARD.md)."""
     import torch
     if len(paths) < 2:
         raise WeightsError("averaging needs at least two checkpoints (e.g. runs/NAME/epoch_*.pt)")
     cks = [load_checkpoint(p) for p in paths]
+    for path, ck in zip(paths, cks):
+        if not isinstance(ck.get("state_dict"), dict):
+            raise WeightsError(f"{path} has no state_dict; average checkpoints written by `hihtrack train`")
     last = cks[-1]["state_dict"]
     for path, ck in zip(paths, cks):
         sd = ck["state_dict"]

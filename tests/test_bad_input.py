@@ -48,6 +48,9 @@ def files(tmp_path_factory):
     put("huge.png", png_header(30000, 30000))
     put("garbage.pt", os.urandom(2000))
     put("text.pt", "weights\n")
+    import torch
+    torch.save({"epoch": 1}, d / "no_state.pt")          # a real checkpoint file without weights in it
+    f["no_state_pt"] = d / "no_state.pt"
     put("missing_keys.yaml", "landmarker: hih\nsmoothing: kalman\n")        # a good, partial config (layered)
     put("binary.yaml", os.urandom(300) + b"\x00\xff")
     put("invalid.yaml", "source: [unclosed\n")
@@ -175,6 +178,7 @@ CASES = [
     ("bench-quantization-data", ["bench", "quantization", "--data", "/nope"], ["/nope"]),
     ("fit-shape-data", ["fit-shape", "--data", "/nope/300w"], ["/nope/300w"]),
     ("average-one", ["average", "{garbage_pt}", "--out", "{tmp}/mean.pt"], ["at least two"]),
+    ("average-no-weights", ["average", "{no_state_pt}", "{no_state_pt}", "--out", "{tmp}/mean.pt"], ["no state_dict"]),
     ("average-garbage", ["average", "{garbage_pt}", "{garbage_pt}", "--out", "{tmp}/mean.pt"], ["weights", "garbage"]),
     # ---- extract
     ("extract-out-unwritable", ["extract", "{small_png}", "--out", "/proc/nope"], ["--out"]),
