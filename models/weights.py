@@ -81,10 +81,8 @@ def average_checkpoints(paths: list[str | Path]) -> dict:
             raise WeightsError(f"{path} has no state_dict; average checkpoints written by `hihtrack train`")
     last = cks[-1]["state_dict"]
     for path, ck in zip(paths, cks):
-        sd = ck["state_dict"]
-        bad = sorted(set(sd) ^ set(last)) or [k for k in last if sd[k].shape != last[k].shape]
-        if bad:
-            raise WeightsError(f"{path} is not a checkpoint of the same network as {paths[-1]} (differs at {bad[0]}); "
+        if difference := layout_difference(last, ck["state_dict"]):
+            raise WeightsError(f"{path} is not a checkpoint of the same network as {paths[-1]} ({difference}); "
                                "average the epochs of one run")
     mean = {k: torch.stack([ck["state_dict"][k].float() for ck in cks]).mean(0).to(v.dtype) if v.is_floating_point() else v
             for k, v in last.items()}
@@ -100,21 +98,21 @@ def official_state_dict(ck: dict) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
 
 
-def load_into(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    missing, unexpected = [], []
-    own = model.state_dict()
-    for k in own:
-        if k not in state_dict:
-            missing.append(k)
-    for k, v in state_dict.items():
-        if k not in own:
-            unexpected.append(k)
-        elif own[k].shape != v.shape:
-            raise WeightsError(f"{source} does not match this architecture: {k} has shape {tuple(v.shape)}, "
-                               f"the model expects {tuple(own[k].shape)}; check --config / the recipe")
+def layout_difference(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> str:
+    """What first differs between two state_dicts' keys and shapes, for an error line ("" = none)."""
+    for k, v in given.items():
+        if k in expected and expected[k].shape != v.shape:
+            return f"{k} has shape {tuple(v.shape)}, the model expects {tuple(expected[k].shape)}"
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
     if missing or unexpected:
-        raise WeightsError(f"{source} does not match this architecture: {len(missing)} missing keys "
-                           f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})")
+        return f"{len(missing)} missing keys (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})"
+    return ""
+
+
+def load_into(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    if difference := layout_difference(model.state_dict(), state_dict):
+        raise WeightsError(f"{source} does not match this architecture: {difference}; check --config / the recipe")
     model.load_state_dict(state_dict)
 
 
