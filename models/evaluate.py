@@ -242,11 +242,18 @@ def evaluate(faces: list[Face], weights: str | Path, competitors: list[str], dec
     return EvalResult(rows, per_face, subsets, pupil_rows, shape_rows, blinks)
 
 
+# How far the crop slides: 12.5 % of its width, 4 heatmap cells at a 128 px input (3 at 96 px). Given as a
+# share of the crop, not in cells: points that come within a cell of the crop's edge step back at any
+# input size, and 4 cells of a 96 px crop take the outermost jaw points there (bench/RESULTS.md, The
+# model table: where the steps back happen).
+SLIDE_SHARE = 0.125
+
+
 @dataclass
 class SlidingCrop:
-    """How one weights file's landmarks move as the crop slides right across 4 heatmap cells in 0.2-cell
-    steps, on a real face (models.evaluate.sliding_crop). A network is not exactly equivariant: the
-    steps are compared with each landmark's own mean step."""
+    """How one weights file's landmarks move as the crop slides right by SLIDE_SHARE of its width in
+    0.2-cell steps, on a real face (models.evaluate.sliding_crop). A network is not exactly equivariant:
+    the steps are compared with each landmark's own mean step."""
 
     monotone_share: float       # landmarks that move left at every step
     worst_step_back: float      # the most negative step / mean step (0 or above: none moved back)
@@ -281,7 +288,7 @@ def sliding_crop(weights: str | Path | None, image_bgr: np.ndarray, scales=(0.97
         for offset in offsets_cells:
             start = (lo + hi) / 2 + [0, offset * cell_px]
             xs = []
-            for dx in np.arange(0, 4 * cell_px, 0.2 * cell_px):
+            for dx in np.arange(0, SLIDE_SHARE * side * eng.crop_scale, 0.2 * cell_px):
                 m = eng.crop_matrices((start + [dx, 0])[None], np.array([side]))
                 xs.append(eng.infer(eng.crops(image_bgr, m))[0][0, :, 0])
             steps = -np.diff(np.array(xs), axis=0)                         # the crop moves right: points move left

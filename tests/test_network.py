@@ -219,12 +219,12 @@ def test_onnxruntime_backend_matches_torch_engine():
 
 
 def test_shipped_network_moves_smoothly_as_the_crop_slides():
-    """The trained network on a crop sliding across 4 heatmap cells in 0.2-cell steps (0.75 image px
-    here), from 9 start boxes (3 sizes x 3 offsets across the slide): the landmarks move monotonically
-    (a network is not exactly equivariant: a rare step back is tolerated), and the largest step is at
-    most 2x the mean step for most landmarks (no jump when the integer peak changes cell). The weights
-    shipped before the continuous decode failed this: on one slide 1 of 68 landmarks within 2x, the
-    worst step 3.8x the mean, a step back of 2.6x the mean."""
+    """The trained network on a crop sliding by an eighth of its width (4 heatmap cells at 128 px) in
+    0.2-cell steps (0.75 image px here), from 9 start boxes (3 sizes x 3 offsets across the slide): the
+    landmarks move monotonically (a network is not exactly equivariant: a rare step back is tolerated),
+    and the largest step is at most 2x the mean step for most landmarks (no jump when the integer peak
+    changes cell). The weights shipped before the continuous decode failed this: on one slide 1 of 68
+    landmarks within 2x, the worst step 3.8x the mean, a step back of 2.6x the mean."""
     import skimage.data
 
     from models.evaluate import slides_smooth, sliding_crop
