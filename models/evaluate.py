@@ -284,11 +284,12 @@ def sliding_crop(weights: str | Path | None, image_bgr: np.ndarray, scales=(0.97
     traces = []
     for scale in scales:
         side = scale * float((hi - lo).max())
-        cell_px = 4 * side * eng.crop_scale / eng.input_px            # one heatmap cell in image px
+        crop_px = side * eng.crop_scale                                # the crop's width in image px
+        cell_px = 4 * crop_px / eng.input_px                           # one heatmap cell in image px
         for offset in offsets_cells:
             start = (lo + hi) / 2 + [0, offset * cell_px]
             xs = []
-            for dx in np.arange(0, SLIDE_SHARE * side * eng.crop_scale, 0.2 * cell_px):
+            for dx in np.arange(0, SLIDE_SHARE * crop_px, 0.2 * cell_px):
                 m = eng.crop_matrices((start + [dx, 0])[None], np.array([side]))
                 xs.append(eng.infer(eng.crops(image_bgr, m))[0][0, :, 0])
             steps = -np.diff(np.array(xs), axis=0)                         # the crop moves right: points move left
