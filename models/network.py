@@ -27,10 +27,6 @@ class NetworkConfig:
     channels: int = 128          # hourglass width f
     depth: int = 3               # hourglass recursion levels (4 in the paper: 64->4)
     bottleneck: float = 0.5      # a residual's 3x3 width as a fraction of its output (0.5 = the paper's)
-    stem_kernel: int = 7         # the first conv's kernel (the paper's 7x7, stride 2)
-    # each stack's lin1 width: the features its heatmap, its merge and the decimal head's input are made
-    # from (None = channels, the paper's)
-    feature_channels: int | None = None
     decimal_px: int = 8          # D: each integer cell is split into D x D sub-cells
     decimal_head: Literal["global", "roi"] = "roi"    # "global" = official HIH_head, "roi" = features sampled at the integer peak
     head_channels: int = 128     # target_o of the official head
@@ -210,12 +206,8 @@ class HIHNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         f, k, skip, b = cfg.channels, cfg.num_landmarks, cfg.keep_unused_skip, cfg.bottleneck
-        lin = cfg.feature_channels or f
-        if cfg.head_input == "skip" and lin != f:
-            raise ValueError("model.head_input: skip adds the features to the stack's input, so "
-                             "model.feature_channels must equal model.channels")
         self.pre_conv = nn.Sequential(
-            ConvBNReLU(3, f // 4, cfg.stem_kernel, stride=2),
+            ConvBNReLU(3, f // 4, 7, stride=2),
             Residual(f // 4, f // 2, skip, b),
             nn.MaxPool2d(2, 2),
             Residual(f // 2, f // 2, skip, b),
@@ -224,10 +216,10 @@ class HIHNet(nn.Module):
         for i in range(cfg.stacks):
             setattr(self, f"hg{i}", Hourglass(cfg.depth, f, skip, b))
             setattr(self, f"hg{i}_res1", Residual(f, f, skip, b))
-            setattr(self, f"hg{i}_lin1", ConvBNReLU(f, lin, 1))
-            setattr(self, f"hg{i}_conv_pred", nn.Conv2d(lin, k, 1))
+            setattr(self, f"hg{i}_lin1", ConvBNReLU(f, f, 1))
+            setattr(self, f"hg{i}_conv_pred", nn.Conv2d(f, k, 1))
             if self._merges(i):
-                setattr(self, f"hg{i}_conv1", ConvBNReLU(lin, f, 1))
+                setattr(self, f"hg{i}_conv1", ConvBNReLU(f, f, 1))
                 setattr(self, f"hg{i}_conv2", ConvBNReLU(k, f, 1))
         head = DECIMAL_HEADS[cfg.decimal_head](cfg)
         # official key prefix for the global head; the ROI head has its own name

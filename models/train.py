@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -29,14 +29,12 @@ from models.codec import HIHCodec, build_codec
 from models.eyelids import UPPER_LIDS
 from models.losses import LossConfig, consistency_loss, hih_loss
 from models.metrics import nme_per_face, summarize
-from models.narrow import NARROWED, narrow
 from models.network import NetworkConfig, build_network, slim
 from models.schema import SettingsError, from_mapping, setting
 from models.schemes import scheme_for
 from models.weights import load_checkpoint, load_into, save_checkpoint
 
 DECODES = ("hih", "argmax", "quarter", "centroid", "dark", "softargmax")
-NARROW_CROPS = 2560     # training crops a narrowed network is fitted on (models.narrow): a minute on 2 cores
 
 
 @dataclass
@@ -309,11 +307,10 @@ def pose_balance_weights(landmarks: torch.Tensor, power: float, bins: int = 10) 
     return count[b] ** -power
 
 
-def _init_state(init: Path, cfg: NetworkConfig, crops: Callable[[], list[torch.Tensor]]) -> dict:
+def _init_state(init: Path, cfg: NetworkConfig) -> dict:
     """The weights a run starts from: the checkpoint's own, less the last stack's merge convs when this
-    recipe's decimal head reads the skip sum instead (model.head_input); when this recipe narrows its
-    residual bottlenecks, slimmed to them (models.network.slim), and when it narrows a setting of
-    models.narrow.NARROWED, narrowed on `crops()` (models.narrow.narrow)."""
+    recipe's decimal head reads the skip sum instead (model.head_input), and, when this recipe narrows
+    its residual bottlenecks, slimmed to them (models.network.slim)."""
     ck = load_checkpoint(init)
     src = Recipe.from_dict(ck["recipe"]).model if "recipe" in ck else cfg
     state = ck["state_dict"]
@@ -323,25 +320,11 @@ def _init_state(init: Path, cfg: NetworkConfig, crops: Callable[[], list[torch.T
         merge = build_network(src).state_dict().keys() - build_network(skip).state_dict().keys()
         state = {k: v for k, v in state.items() if k not in merge}
         src = skip
-    narrowed = {name: getattr(cfg, name) for name in NARROWED if getattr(src, name) != getattr(cfg, name)}
-    slimmed = src.bottleneck > cfg.bottleneck
-    if not (slimmed or narrowed) or replace(src, bottleneck=cfg.bottleneck, **narrowed) != cfg:
+    if src.bottleneck <= cfg.bottleneck or replace(src, bottleneck=cfg.bottleneck) != cfg:
         return state
-    net = build_network(src)
-    load_into(net, state, str(init))
-    if slimmed:
-        net = slim(net, replace(src, bottleneck=cfg.bottleneck))
-    if narrowed:
-        net = narrow(net, cfg, crops())
-    return net.state_dict()
-
-
-def narrowing_crops(tr: D.FaceCache, n_real: int, recipe: Recipe, seed: int) -> list[torch.Tensor]:
-    """NARROW_CROPS augmented crops of the real training faces, in batches: what models.narrow fits on."""
-    gen = torch.Generator().manual_seed(seed)
-    real = D.FaceCache(tr.images[:n_real], tr.landmarks[:n_real], [])
-    return [D.make_batch(real, torch.randint(0, n_real, (64,), generator=gen), recipe.model.input_px, recipe.augment,
-                         gen, torch.device("cpu"))[0] for _ in range(NARROW_CROPS // 64)]
+    wide = build_network(src)
+    load_into(wide, state, str(init))
+    return slim(wide, cfg).state_dict()
 
 
 def trainable(model: torch.nn.Module, only: str) -> list[torch.nn.Parameter]:
@@ -426,8 +409,7 @@ def train(recipe: Recipe, data: str | Path | None, out_dir: Path, device: str = 
     model = build_network(recipe.model).to(dev).to(memory_format=torch.channels_last)
     state = {"epoch": 0, "step": 0, "best_nme": float("inf"), "elapsed_s": 0.0, "start_real_nme": float("inf")}
     if init is not None and resume is None:
-        crops = lambda: narrowing_crops(tr, n_real, recipe, o.seed)  # noqa: E731
-        load_into(model, _init_state(init, recipe.model, crops), str(init))
+        load_into(model, _init_state(init, recipe.model), str(init))
     opt = torch.optim.Adam(trainable(model, o.train_only), lr=o.lr, weight_decay=o.weight_decay)
     if resumed is not None:
         model.load_state_dict(resumed["state_dict"])

@@ -22,12 +22,6 @@ TINY = {
 }
 
 
-
-def _no_crops():
-    """What _init_state gets where nothing is narrowed: asking for crops is a failure."""
-    raise AssertionError("nothing is narrowed here: no crops are needed")
-
-
 @pytest.fixture(scope="module")
 def tiny_cache(data_300w, tmp_path_factory):
     faces = D.load_faces(data_300w, "train")[:8]
@@ -167,12 +161,12 @@ def test_init_from_a_wider_checkpoint_is_slimmed(tmp_path):
     wide = build_network(recipe.model)
     save_checkpoint({"state_dict": wide.state_dict(), "recipe": recipe.to_dict()}, tmp_path / "w.pt")
     narrow = replace(recipe.model, bottleneck=0.25)
-    state = _init_state(tmp_path / "w.pt", narrow, _no_crops)
+    state = _init_state(tmp_path / "w.pt", narrow)
     build_network(narrow).load_state_dict(state)          # strict: every key and shape fits
     assert torch.equal(state["pre_conv.0.conv.weight"], wide.state_dict()["pre_conv.0.conv.weight"])
     deeper = replace(narrow, depth=3)                      # not a slimming: the checkpoint is refused as it is
     with pytest.raises(WeightsError):
-        load_into(build_network(deeper), _init_state(tmp_path / "w.pt", deeper, _no_crops), "w.pt")
+        load_into(build_network(deeper), _init_state(tmp_path / "w.pt", deeper), "w.pt")
 
 
 def test_the_decimal_head_relearns_alone_on_the_skip_sum(tiny_cache, tmp_path):
@@ -191,7 +185,7 @@ def test_the_decimal_head_relearns_alone_on_the_skip_sum(tiny_cache, tmp_path):
     save_checkpoint({"state_dict": start.state_dict(), "recipe": merged.to_dict()}, tmp_path / "w.pt")
     skip = replace(merged.model, head_input="skip")
     assert not any(k.startswith(("hg0_conv1.", "hg0_conv2.")) for k in build_network(skip).state_dict())
-    build_network(skip).load_state_dict(_init_state(tmp_path / "w.pt", skip, _no_crops))   # strict: every key fits
+    build_network(skip).load_state_dict(_init_state(tmp_path / "w.pt", skip))      # strict: every key fits
     recipe = Recipe.from_dict({**TINY, "model": {**TINY["model"], "head_input": "skip"},
                                "optim": {**TINY["optim"], "epochs": 4, "eval_every_epochs": 2, "train_only": "roi_head"}})
     train(recipe, None, tmp_path / "run", "cpu", cache_dir=tiny_cache, log=lambda *_: None, init=tmp_path / "w.pt")
