@@ -285,7 +285,7 @@ def sliding_crop(weights: str | Path | None, image_bgr: np.ndarray, scales=(0.97
     for scale in scales:
         side = scale * float((hi - lo).max())
         crop_px = side * eng.crop_scale                                # the crop's width in image px
-        cell_px = 4 * crop_px / eng.input_px                           # one heatmap cell in image px
+        cell_px = eng.stride * crop_px / eng.input_px                  # one heatmap cell in image px
         for offset in offsets_cells:
             start = (lo + hi) / 2 + [0, offset * cell_px]
             xs = []
