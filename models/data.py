@@ -130,6 +130,29 @@ def build_cache(faces: list[Face], out_dir: Path, spec: CacheSpec, quality: int 
     (out_dir / "meta.json").write_text(json.dumps(meta))
 
 
+def shrink_cache(src: Path, dst: Path, side_px: int, quality: int = 90, keep: int = 0) -> int:
+    """A smaller copy of a cache folder (build_cache's or synth-poses'): every crop resized to side_px and
+    its landmarks scaled with it; keep > 0 keeps that many entries, evenly spaced (a synthetic cache
+    lists each face's views together, so every face keeps some). Per-entry metadata lists follow the
+    entries kept. For a training run elsewhere (a GPU machine takes 64 MiB with it). -> entries written."""
+    meta = json.loads((src / "meta.json").read_text())
+    count = meta["count"]
+    files = meta.get("files") or [f"{i:05d}.jpg" for i in range(count)]
+    kept = np.linspace(0, count - 1, keep).round().astype(int) if 0 < keep < count else np.arange(count)
+    scale = side_px / meta["side_px"]
+    dst.mkdir(parents=True, exist_ok=True)
+    names = [f"{i:05d}.jpg" for i in range(len(kept))]
+    for j, name in zip(kept, names):
+        img = cv2.resize(cv2.imread(str(src / files[j])), (side_px, side_px), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(dst / name), img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    # a pixel's centre sits at (i + 0.5) / side of the crop at any size
+    landmarks = (np.load(src / "landmarks.npy")[kept] + 0.5) * scale - 0.5
+    np.save(dst / "landmarks.npy", landmarks.astype(np.float32))
+    per_entry = {k: [v[j] for j in kept] for k, v in meta.items() if isinstance(v, list) and len(v) == count}
+    (dst / "meta.json").write_text(json.dumps({**meta, **per_entry, "side_px": side_px, "count": len(kept), "files": names}))
+    return len(kept)
+
+
 @dataclass
 class FaceCache:
     images: torch.Tensor      # (N,3,S,S) uint8, BGR
