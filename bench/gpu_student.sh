@@ -4,7 +4,7 @@
 # runs in bench/RESULTS.md (The model table) were, for the many epochs a CPU cannot give it.
 # Two runs side by side on one GPU: A from the default `fast` weights, B from the CPU-trained student.
 #
-# Here, once (about 2 minutes; needs `run.py synth-poses` done): pack the training faces small enough
+# Here, once (15 s; needs `run.py synth-poses` done first): pack the training faces small enough
 # to carry (the student reads 96 px crops, a 160 px cache loses nothing for it):
 #   PY=.venv/bin/python bash bench/gpu_student.sh pack
 # Then the device run: command "OUT=$OUT bash bench/gpu_student.sh", carry [".cache/student"], timeout_s 560.
