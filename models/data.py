@@ -134,7 +134,7 @@ def shrink_cache(src: Path, dst: Path, side_px: int, quality: int = 90, keep: in
     """A smaller copy of a cache folder (build_cache's or synth-poses'): every crop resized to side_px and
     its landmarks scaled with it; keep > 0 keeps that many entries, evenly spaced (a synthetic cache
     lists each face's views together, so every face keeps some). Per-entry metadata lists follow the
-    entries kept. For a training run elsewhere (a GPU machine takes 64 MiB with it). -> entries written."""
+    entries kept. For a training run on another machine (bench/gpu_student.sh packs one). -> entries written."""
     meta = json.loads((src / "meta.json").read_text())
     count = meta["count"]
     files = meta.get("files") or [f"{i:05d}.jpg" for i in range(count)]
