@@ -117,12 +117,22 @@ def precrop(face: Face, spec: CacheSpec) -> tuple[np.ndarray, np.ndarray]:
     return img, crop.transform_points(m, face.landmarks_px.astype(np.float64)).astype(np.float32)
 
 
+def _entry_file(i: int) -> str:
+    """The file of a cache's i-th crop, where its meta.json lists no files of its own."""
+    return f"{i:05d}.jpg"
+
+
+def _cache_files(meta: dict) -> list[str]:
+    """A cache's crop files, in entry order (synth-poses lists its own; build_cache numbers them)."""
+    return meta.get("files") or [_entry_file(i) for i in range(meta["count"])]
+
+
 def build_cache(faces: list[Face], out_dir: Path, spec: CacheSpec, quality: int = 93) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     lms = []
     for i, face in enumerate(faces):
         img, pts = precrop(face, spec)
-        cv2.imwrite(str(out_dir / f"{i:05d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        cv2.imwrite(str(out_dir / _entry_file(i)), img, [cv2.IMWRITE_JPEG_QUALITY, quality])
         lms.append(pts)
     np.save(out_dir / "landmarks.npy", np.stack(lms))
     meta = {"side_px": spec.side_px, "box_scale": spec.box_scale, "count": len(faces),
@@ -136,12 +146,11 @@ def shrink_cache(src: Path, dst: Path, side_px: int, quality: int = 90, keep: in
     lists each face's views together, so every face keeps some). Per-entry metadata lists follow the
     entries kept. For a training run on another machine (bench/gpu_student.sh packs one). -> entries written."""
     meta = json.loads((src / "meta.json").read_text())
-    count = meta["count"]
-    files = meta.get("files") or [f"{i:05d}.jpg" for i in range(count)]
+    count, files = meta["count"], _cache_files(meta)
     kept = np.linspace(0, count - 1, keep).round().astype(int) if 0 < keep < count else np.arange(count)
     scale = side_px / meta["side_px"]
     dst.mkdir(parents=True, exist_ok=True)
-    names = [f"{i:05d}.jpg" for i in range(len(kept))]
+    names = [_entry_file(i) for i in range(len(kept))]
     for j, name in zip(kept, names):
         img = cv2.resize(cv2.imread(str(src / files[j])), (side_px, side_px), interpolation=cv2.INTER_AREA)
         cv2.imwrite(str(dst / name), img, [cv2.IMWRITE_JPEG_QUALITY, quality])
@@ -165,7 +174,7 @@ class FaceCache:
 
 def load_cache(folder: Path) -> FaceCache:
     meta = json.loads((folder / "meta.json").read_text())
-    files = meta.get("files") or [f"{i:05d}.jpg" for i in range(meta["count"])]
+    files = _cache_files(meta)
     images = torch.from_numpy(np.stack([cv2.imread(str(folder / f)) for f in files])).permute(0, 3, 1, 2).contiguous()
     return FaceCache(images, torch.from_numpy(np.load(folder / "landmarks.npy")), meta["subsets"])
 
